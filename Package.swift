@@ -1,0 +1,83 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Waymark: omnichannel customer-journey orchestration on Kafka and Redis.
+///
+/// Layers (each folder under Sources/ is one):
+/// - `CRdKafka`, `CHiredis`: system-library shims (pkg-config) for librdkafka ≥ 2.2 and hiredis.
+/// - `WaymarkThreads`: threads Waymark owns, so blocking C calls never run on the cooperative pool.
+/// - `WaymarkKafka`: producer, consumer and admin clients over librdkafka.
+/// - `WaymarkRedis`: pipelined Redis connection over hiredis, with EVALSHA script support.
+/// - `WaymarkConfig`: YAML configuration, validated at start-up.
+/// - `WaymarkEngine`: the pure journey engine (no I/O, deterministic).
+/// - `WaymarkLocalStack`: starts a real redis-server and Tansu broker on free loopback ports.
+/// - `WaymarkCLI` (`waymark`) and `WaymarkBench` (`waymark-bench`): executables.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Waymark",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "waymark", targets: ["WaymarkCLI"]),
+        .executable(name: "waymark-bench", targets: ["WaymarkBench"]),
+        .library(name: "WaymarkKafka", targets: ["WaymarkKafka"]),
+        .library(name: "WaymarkRedis", targets: ["WaymarkRedis"]),
+        .library(name: "WaymarkEngine", targets: ["WaymarkEngine"]),
+        .library(name: "WaymarkLocalStack", targets: ["WaymarkLocalStack"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
+                       providers: [.apt(["librdkafka-dev (>= 2.2, built by deploy/scripts/setup.sh)"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .target(name: "WaymarkThreads", swiftSettings: strict),
+        .target(
+            name: "WaymarkKafka",
+            dependencies: ["CRdKafka", "WaymarkThreads", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .target(
+            name: "WaymarkRedis",
+            dependencies: ["CHiredis", "WaymarkThreads", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .target(
+            name: "WaymarkConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
+        .target(name: "WaymarkEngine", swiftSettings: strict),
+        .target(
+            name: "WaymarkLocalStack",
+            dependencies: ["WaymarkRedis", "WaymarkKafka", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "WaymarkCLI",
+            dependencies: [
+                "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "WaymarkBench",
+            dependencies: [
+                "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "WaymarkKafkaTests", dependencies: ["WaymarkKafka", "WaymarkLocalStack"]),
+        .testTarget(name: "WaymarkRedisTests", dependencies: ["WaymarkRedis", "WaymarkLocalStack"]),
+        .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
+        .testTarget(
+            name: "WaymarkEngineTests",
+            dependencies: ["WaymarkEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+    ],
+    swiftLanguageModes: [.v6]
+)

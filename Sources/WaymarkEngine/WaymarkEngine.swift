@@ -1,0 +1,1 @@
+// WaymarkEngine module.

