@@ -14,7 +14,6 @@ import PackageDescription
 /// - `WaymarkCLI` (`waymark`) and `WaymarkBench` (`waymark-bench`): executables.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
-    .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 let package = Package(
@@ -54,7 +53,7 @@ let package = Package(
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(
             name: "WaymarkLocalStack",
-            dependencies: ["WaymarkRedis", "WaymarkKafka", .product(name: "Logging", package: "swift-log")],
+            dependencies: [.product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .executableTarget(
             name: "WaymarkCLI",
@@ -74,6 +73,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "WaymarkKafkaTests", dependencies: ["WaymarkKafka", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkRedisTests", dependencies: ["WaymarkRedis", "WaymarkLocalStack"]),
+        .testTarget(name: "WaymarkLocalStackTests", dependencies: ["WaymarkLocalStack"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
         .testTarget(
             name: "WaymarkEngineTests",

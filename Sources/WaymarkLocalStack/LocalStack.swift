@@ -1,0 +1,255 @@
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors raised while bringing up the local stack.
+public enum LocalStackError: Error, CustomStringConvertible {
+    case toolNotFound(name: String, hint: String)
+    case launchFailed(executable: String, reason: String)
+    case notReady(server: String, port: Int, waited: Duration, logTail: String)
+    case noFreePort(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .toolNotFound(let name, let hint): "\(name) not found: \(hint)"
+        case .launchFailed(let executable, let reason): "could not launch \(executable): \(reason)"
+        case .notReady(let server, let port, let waited, let tail):
+            "\(server) on 127.0.0.1:\(port) not ready after \(waited); its log ends with:\n\(tail)"
+        case .noFreePort(let errno): "no free loopback port (errno \(errno))"
+        }
+    }
+}
+
+/// Locates the binaries the stack runs. Environment variables win; then the project's `.venv`
+/// (installed by `deploy/scripts/setup.sh`); then `PATH`.
+public enum LocalTools {
+    /// The repository root, found by walking up from the working directory or from this source file.
+    public static var projectRoot: URL? {
+        var candidates = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
+        candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent())
+        for start in candidates {
+            var dir = start
+            for _ in 0..<8 {
+                if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path),
+                   FileManager.default.fileExists(atPath: dir.appendingPathComponent("deploy").path) {
+                    return dir
+                }
+                dir = dir.deletingLastPathComponent()
+            }
+        }
+        return nil
+    }
+
+    static func find(_ name: String, env: String, extra: [URL]) throws -> String {
+        if let path = ProcessInfo.processInfo.environment[env], !path.isEmpty { return path }
+        for url in extra where FileManager.default.isExecutableFile(atPath: url.path) { return url.path }
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw LocalStackError.toolNotFound(name: name, hint: "run `make setup` (deploy/scripts/setup.sh) or set \(env)")
+    }
+
+    /// Path of `redis-server`.
+    public static func redisServer() throws -> String {
+        try find("redis-server", env: "WAYMARK_REDIS_SERVER", extra: [URL(fileURLWithPath: "/usr/bin/redis-server")])
+    }
+
+    /// Path of the Tansu broker binary.
+    public static func tansu() throws -> String {
+        let venv = projectRoot.map { [$0.appendingPathComponent(".venv/bin/tansu")] } ?? []
+        return try find("tansu", env: "WAYMARK_TANSU", extra: venv)
+    }
+}
+
+/// A `redis-server` on a free loopback port, with persistence off unless asked for.
+public final class LocalRedis: Sendable {
+    /// Always 127.0.0.1.
+    public let host = "127.0.0.1"
+    /// The port it listens on; stable across ``restart()``.
+    public let port: Int
+    /// The server process.
+    public let process: ManagedProcess
+
+    /// Starts a server and waits until it answers PING.
+    /// - Parameters:
+    ///   - directory: working directory for logs (and the AOF when `appendOnly`).
+    ///   - appendOnly: enable AOF with `appendfsync always` (durability tests).
+    ///   - password: require AUTH with this password.
+    public static func start(in directory: URL, appendOnly: Bool = false, password: String? = nil) async throws -> LocalRedis {
+        let executable = try LocalTools.redisServer()
+        var lastError: (any Error)?
+        for _ in 0..<3 {  // a free port can be taken between probe and bind: retry with another
+            let port = try LoopbackNetwork.freePort()
+            var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
+                        "--daemonize", "no", "--protected-mode", "yes"]
+            args += appendOnly ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]
+            if let password { args += ["--requirepass", password] }
+            let process = ManagedProcess(executable: executable, arguments: args,
+                                         logFile: directory.appendingPathComponent("redis-\(port).log"))
+            let redis = LocalRedis(port: port, process: process)
+            do {
+                try await redis.launch()
+                return redis
+            } catch {
+                process.stop()
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    private init(port: Int, process: ManagedProcess) {
+        self.port = port
+        self.process = process
+    }
+
+    private func launch() async throws {
+        try process.start()
+        try await waitUntil(server: "redis-server", port: port, process: process) {
+            // Any RESP reply (+PONG, or -NOAUTH when a password is set) means it is serving.
+            guard let reply = LoopbackNetwork.exchange(port: self.port, request: Array("PING\r\n".utf8)) else { return false }
+            return reply.first == UInt8(ascii: "+") || reply.first == UInt8(ascii: "-")
+        }
+    }
+
+    /// Stops and starts the server on the same port (data survives only with AOF).
+    public func restart() async throws {
+        process.stop()
+        try await launch()
+    }
+
+    /// Stops the server.
+    public func stop() { process.stop() }
+}
+
+/// A Tansu broker (Kafka-compatible, in-memory storage) on a free loopback port.
+public final class LocalKafka: Sendable {
+    /// The port it listens on.
+    public let port: Int
+    /// The broker process.
+    public let process: ManagedProcess
+    /// `127.0.0.1:port`, for `bootstrap.servers`.
+    public var bootstrapServers: String { "127.0.0.1:\(port)" }
+
+    /// Starts a broker and waits until it accepts connections (~20 ms).
+    public static func start(in directory: URL) async throws -> LocalKafka {
+        let executable = try LocalTools.tansu()
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let port = try LoopbackNetwork.freePort()
+            let url = "tcp://127.0.0.1:\(port)"
+            let process = ManagedProcess(
+                executable: executable,
+                arguments: ["broker", "--listener-url", url, "--advertised-listener-url", url,
+                            "--storage-engine", "memory://tansu/"],
+                logFile: directory.appendingPathComponent("tansu-\(port).log"))
+            let kafka = LocalKafka(port: port, process: process)
+            do {
+                try await kafka.launch()
+                return kafka
+            } catch {
+                process.stop()
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    private init(port: Int, process: ManagedProcess) {
+        self.port = port
+        self.process = process
+    }
+
+    private func launch() async throws {
+        try process.start()
+        try await waitUntil(server: "tansu", port: port, process: process) {
+            LoopbackNetwork.exchange(port: self.port, request: nil) != nil
+        }
+    }
+
+    /// Stops the broker. Its in-memory data is gone.
+    public func stop() { process.stop() }
+}
+
+private func waitUntil(server: String, port: Int, process: ManagedProcess,
+                       timeout: Duration = .seconds(15), _ ready: @escaping @Sendable () -> Bool) async throws {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < timeout {
+        if !process.isRunning { break }
+        // The probe is a short blocking connect on loopback; keep it off the cooperative pool.
+        let ok = await Task.detached { ready() }.value
+        if ok { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw LocalStackError.notReady(server: server, port: port, waited: ContinuousClock.now - start,
+                                   logTail: process.logTail())
+}
+
+/// A real Redis and a real Kafka-compatible broker on free loopback ports, for `make run`,
+/// tests and benchmarks. Stop it with ``stop()``; children of a crashed owner are reaped at the
+/// next start.
+public final class LocalStack: Sendable {
+    /// The Redis server, if requested.
+    public let redis: LocalRedis?
+    /// The broker, if requested.
+    public let kafka: LocalKafka?
+    /// Working directory holding the servers' logs.
+    public let directory: URL
+
+    /// Starts the requested servers (both by default).
+    public static func start(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
+                             logger: Logger = Logger(label: "waymark.localstack")) async throws -> LocalStack {
+        let reaped = OrphanRegistry.reap()
+        if !reaped.isEmpty { logger.notice("reaped orphaned local servers", metadata: ["pids": "\(reaped)"]) }
+        let directory = URL(fileURLWithPath: NSTemporaryDirectory())
+            .appendingPathComponent("waymark-stack-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let localRedis = redis ? try await LocalRedis.start(in: directory, appendOnly: redisAppendOnly) : nil
+        let localKafka: LocalKafka?
+        do {
+            localKafka = kafka ? try await LocalKafka.start(in: directory) : nil
+        } catch {
+            localRedis?.stop()
+            throw error
+        }
+        logger.info("local stack up", metadata: [
+            "redis.port": "\(localRedis?.port ?? 0)", "kafka.port": "\(localKafka?.port ?? 0)",
+            "logs": "\(directory.path)",
+        ])
+        return LocalStack(redis: localRedis, kafka: localKafka, directory: directory)
+    }
+
+    private init(redis: LocalRedis?, kafka: LocalKafka?, directory: URL) {
+        self.redis = redis
+        self.kafka = kafka
+        self.directory = directory
+    }
+
+    /// Stops every server by PID and removes the working directory.
+    public func stop() {
+        kafka?.stop()
+        redis?.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Kills local servers left behind by owners that died. Returns their PIDs.
+    @discardableResult
+    public static func reapOrphans() -> [Int32] { OrphanRegistry.reap() }
+
+    /// Runs `body` with a fresh stack and always stops it afterwards.
+    public static func with<T>(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
+                               _ body: (LocalStack) async throws -> T) async throws -> T {
+        let stack = try await start(redis: redis, kafka: kafka, redisAppendOnly: redisAppendOnly)
+        do {
+            let result = try await body(stack)
+            stack.stop()
+            return result
+        } catch {
+            stack.stop()
+            throw error
+        }
+    }
+}
