@@ -69,6 +69,8 @@ public final class OwnedThread: @unchecked Sendable {
         condition.unlock()
     }
 
+    private static let done: @Sendable () -> Void = {}
+
     private func loop() {
         while true {
             condition.lock()
@@ -80,8 +82,12 @@ public final class OwnedThread: @unchecked Sendable {
                 return
             }
             let job = jobs[head]
+            jobs[head] = Self.done  // drop the closure now: it may capture a large batch
             head += 1
-            if head > 1024 && head * 2 > jobs.count {
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 1024 && head * 2 > jobs.count {
                 jobs.removeFirst(head)
                 head = 0
             }

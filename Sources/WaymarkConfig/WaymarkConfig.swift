@@ -1,1 +1,0 @@
-// WaymarkConfig module.

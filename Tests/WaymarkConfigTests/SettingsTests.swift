@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+import WaymarkConfig
+
+@Suite("Runtime settings (config/waymark.yaml)")
+struct SettingsTests {
+    static var shippedPath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("config/waymark.yaml").path
+    }
+
+    @Test("the shipped settings file loads, with every topic declared")
+    func shippedFileLoads() throws {
+        let settings = try WaymarkSettings.load(path: Self.shippedPath, environment: [:])
+        #expect(settings.kafka.touchpoints.name == "touchpoints")
+        #expect(settings.kafka.customers.configs["cleanup.policy"] == "compact")
+        #expect(settings.kafka.allTopics.count == 5 + 6)
+        #expect(settings.kafka.allTopics.contains { $0.name == "outbound.whatsapp" })
+        #expect(settings.redis.port == 6379)
+    }
+
+    @Test("a misspelt key is rejected with its line and a suggestion")
+    func unknownKey() throws {
+        let yaml = "kafka:\n  bootstrap_servers: x:1\n  topcs: {}\n"
+        do {
+            _ = try WaymarkSettings.parse(yaml, file: "w.yaml")
+            Issue.record("expected an error")
+        } catch let error as ConfigError {
+            #expect(error.line == 3)
+            #expect(error.path == "kafka.topcs")
+            #expect(error.description.contains("did you mean 'topics'"))
+        }
+    }
+
+    @Test("wrong types and out-of-range values name the setting")
+    func badValues() throws {
+        let cases: [(String, String, Int)] = [
+            ("kafka:\n  topics:\n    touchpoints:\n      partitions: many\n", "kafka.topics.touchpoints.partitions", 4),
+            ("kafka:\n  topics:\n    touchpoints:\n      partitions: 0\n", "kafka.topics.touchpoints.partitions", 4),
+            ("redis:\n  port: 70000\n", "redis.port", 2),
+            ("kafka:\n  channels: [sms, pigeon]\n", "kafka.channels", 2),
+            ("redis:\n  password_env: NOPE_NOT_SET\n", "redis.password_env", 2),
+        ]
+        for (yaml, path, line) in cases {
+            do {
+                _ = try WaymarkSettings.parse(yaml, file: "w.yaml")
+                Issue.record("expected an error for \(path)")
+            } catch let error as ConfigError {
+                #expect(error.path == path)
+                #expect(error.line == line)
+            }
+        }
+        #expect(throws: ConfigError.self) { try WaymarkSettings.parse("kafka: [1, 2\n", file: "w.yaml") }
+    }
+
+    @Test("environment overrides addresses and supplies the Redis password")
+    func environment() throws {
+        let settings = try WaymarkSettings.parse("redis:\n  password_env: PW\n", file: "w.yaml", environment: [
+            "PW": "s3cret", "WAYMARK_KAFKA_BOOTSTRAP": "10.0.0.1:9092", "WAYMARK_REDIS_PORT": "6380",
+        ])
+        #expect(settings.redis.password == "s3cret")
+        #expect(settings.redis.port == 6380)
+        #expect(settings.kafka.bootstrapServers == "10.0.0.1:9092")
+    }
+}
