@@ -1,0 +1,86 @@
+/// How a ``RedisConnection`` reaches and prepares its server.
+///
+/// Every field has a default suited to a local server; production code usually sets
+/// `host`, `port`, `password` and `database` from configuration and keeps the rest.
+/// ``validate()`` is called by ``RedisConnection/connect(_:logger:)``, so a bad value is a typed
+/// ``RedisError`` with kind ``RedisError/Kind/invalidArgument`` rather than a crash.
+public struct RedisConfiguration: Sendable, Equatable {
+    /// Host name or IP address. Resolution happens on the connection's own thread.
+    public var host: String
+    /// TCP port, 1...65535.
+    public var port: Int
+    /// ACL user name for `AUTH username password` (Redis 6+). `nil` sends `AUTH password`.
+    public var username: String?
+    /// Password sent with `AUTH` after every (re)connect. `nil` skips `AUTH`.
+    public var password: String?
+    /// Database index selected with `SELECT` after every (re)connect; `0` skips `SELECT`.
+    public var database: Int
+    /// Bound on establishing the TCP connection.
+    public var connectTimeout: Duration
+    /// Bound on each socket read or write while a command or pipeline runs; `nil` waits forever.
+    ///
+    /// When it expires the call throws ``RedisError/Kind/timeout`` and the connection is dropped
+    /// (replies still in flight could no longer be matched to their commands); the next call reconnects.
+    public var commandTimeout: Duration?
+    /// How many connection attempts a call makes when the connection is down (at least 1).
+    public var reconnectAttempts: Int
+    /// Pause before the second attempt; it doubles for each further attempt up to ``maxReconnectBackoff``.
+    public var reconnectBackoff: Duration
+    /// Upper bound of the pause between attempts.
+    public var maxReconnectBackoff: Duration
+
+    /// Creates a configuration; every parameter has a default.
+    /// - Parameters:
+    ///   - host: host name or address (default `127.0.0.1`).
+    ///   - port: TCP port (default 6379).
+    ///   - username: ACL user for `AUTH` (default none).
+    ///   - password: password for `AUTH` (default none: no `AUTH`).
+    ///   - database: database for `SELECT` (default 0).
+    ///   - connectTimeout: TCP connect bound (default 2 s).
+    ///   - commandTimeout: per-read/-write bound while a call runs (default 5 s; `nil` waits forever).
+    ///   - reconnectAttempts: connection attempts per call while the connection is down (default 3).
+    ///   - reconnectBackoff: first pause between attempts, doubling (default 50 ms).
+    ///   - maxReconnectBackoff: longest pause between attempts (default 1 s).
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 6379,
+        username: String? = nil,
+        password: String? = nil,
+        database: Int = 0,
+        connectTimeout: Duration = .seconds(2),
+        commandTimeout: Duration? = .seconds(5),
+        reconnectAttempts: Int = 3,
+        reconnectBackoff: Duration = .milliseconds(50),
+        maxReconnectBackoff: Duration = .seconds(1)
+    ) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.reconnectAttempts = reconnectAttempts
+        self.reconnectBackoff = reconnectBackoff
+        self.maxReconnectBackoff = maxReconnectBackoff
+    }
+
+    /// `host:port`, used as context in errors and logs.
+    public var endpoint: String { "\(host):\(port)" }
+
+    /// Checks every field.
+    /// - Throws: ``RedisError`` with kind ``RedisError/Kind/invalidArgument`` naming the bad field.
+    public func validate() throws(RedisError) {
+        func invalid(_ message: String) -> RedisError {
+            RedisError(.invalidArgument, message, endpoint: endpoint)
+        }
+        if host.isEmpty || host.utf8.contains(0) { throw invalid("host must be a non-empty name without NUL bytes") }
+        if !(1...65_535).contains(port) { throw invalid("port must be in 1...65535, got \(port)") }
+        if database < 0 || database > Int(Int32.max) { throw invalid("database must be >= 0, got \(database)") }
+        if connectTimeout <= .zero { throw invalid("connectTimeout must be positive") }
+        if let commandTimeout, commandTimeout <= .zero { throw invalid("commandTimeout must be positive or nil") }
+        if reconnectAttempts < 1 { throw invalid("reconnectAttempts must be at least 1, got \(reconnectAttempts)") }
+        if reconnectBackoff < .zero || maxReconnectBackoff < .zero { throw invalid("backoff must not be negative") }
+        if username != nil && password == nil { throw invalid("username given without password") }
+    }
+}
