@@ -51,6 +51,11 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
+        .target(name: "WaymarkSample", swiftSettings: strict),
+        .target(
+            name: "WaymarkControl",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
         .target(
             name: "WaymarkLocalStack",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -59,6 +64,7 @@ let package = Package(
             name: "WaymarkCLI",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
+                "WaymarkControl", "WaymarkSample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -67,6 +73,7 @@ let package = Package(
             name: "WaymarkBench",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
+                "WaymarkControl", "WaymarkSample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,6 +81,9 @@ let package = Package(
         .testTarget(name: "WaymarkKafkaTests", dependencies: ["WaymarkKafka", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkRedisTests", dependencies: ["WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkLocalStackTests", dependencies: ["WaymarkLocalStack"]),
+        .testTarget(
+            name: "WaymarkControlTests",
+            dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
         .testTarget(
             name: "WaymarkEngineTests",

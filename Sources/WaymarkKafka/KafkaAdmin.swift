@@ -61,7 +61,7 @@ public final class KafkaAdmin: @unchecked Sendable {
         self.timeout = timeout
         self.logger = logger
         context = HandleContext(logger: logger)
-        let conf = try makeConf([client.properties, ["bootstrap.servers": client.bootstrapServers]])
+        let conf = try makeConf([client.properties, ["bootstrap.servers": client.bootstrapServers]], role: .admin)
         handle = try makeHandle(type: RD_KAFKA_PRODUCER, conf: conf, context: context)
     }
 

@@ -145,7 +145,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         // librdkafka needs a group for assign() and the consumer queue; a reader without one gets a
         // private group that never subscribes or commits (so it never appears in ListGroups).
         layers.append(["group.id": configuration.groupID ?? "waymark-reader-\(UInt64.random(in: 0...UInt64.max))"])
-        let conf = try makeConf(layers)
+        let conf = try makeConf(layers, role: .consumer)
         rd_kafka_conf_set_rebalance_cb(conf, rebalanceCallback)
         handle = try makeHandle(type: RD_KAFKA_CONSUMER, conf: conf, context: context)
         rd_kafka_poll_set_consumer(handle)

@@ -2,8 +2,30 @@ import CRdKafka
 import Logging
 import Synchronization
 
+/// Properties that only consumers understand, and only producers. One `properties` dictionary
+/// from configuration serves every client; each drops the other side's properties instead of
+/// logging a CONFWARN per client.
+let consumerOnlyProperties: Set<String> = [
+    "group.id", "group.instance.id", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
+    "partition.assignment.strategy", "group.protocol", "group.remote.assignor", "auto.offset.reset",
+    "enable.auto.commit", "auto.commit.interval.ms", "enable.auto.offset.store", "enable.partition.eof",
+    "fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.bytes", "fetch.message.max.bytes", "fetch.error.backoff.ms",
+    "fetch.queue.backoff.ms", "queued.min.messages", "queued.max.messages.kbytes", "isolation.level", "check.crcs",
+    "coordinator.query.interval.ms",
+]
+let producerOnlyProperties: Set<String> = [
+    "acks", "request.required.acks", "enable.idempotence", "linger.ms", "queue.buffering.max.ms", "batch.num.messages",
+    "batch.size", "queue.buffering.max.messages", "queue.buffering.max.kbytes", "message.timeout.ms",
+    "delivery.timeout.ms", "compression.type", "compression.codec", "compression.level", "partitioner",
+    "retries", "message.send.max.retries", "retry.backoff.ms", "transactional.id", "max.in.flight.requests.per.connection",
+    "max.in.flight",
+]
+
+/// Which side's properties a client keeps.
+enum ClientRole { case producer, consumer, admin }
+
 /// Builds an `rd_kafka_conf_t` from layered property dictionaries (later layers win).
-func makeConf(_ layers: [[String: String]]) throws -> OpaquePointer {
+func makeConf(_ layers: [[String: String]], role: ClientRole) throws -> OpaquePointer {
     try KafkaLibrary.checkVersion()
     guard let conf = rd_kafka_conf_new() else {
         throw KafkaError(kind: .invalidConfiguration, message: "rd_kafka_conf_new failed")
@@ -12,7 +34,8 @@ func makeConf(_ layers: [[String: String]]) throws -> OpaquePointer {
     for layer in layers { merged.merge(layer) { _, new in new } }
     var errstr = [CChar](repeating: 0, count: 512)
     // Sorted, so that the first error reported is deterministic.
-    for (name, value) in merged.sorted(by: { $0.key < $1.key }) {
+    let foreign = role == .consumer ? producerOnlyProperties : consumerOnlyProperties.union(role == .admin ? producerOnlyProperties : [])
+    for (name, value) in merged.sorted(by: { $0.key < $1.key }) where !foreign.contains(name) {
         if rd_kafka_conf_set(conf, name, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
             rd_kafka_conf_destroy(conf)
             let reason = String(decoding: errstr.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -176,7 +176,7 @@ public final class KafkaProducer: @unchecked Sendable {
         self.logger = logger
         context = HandleContext(logger: logger)
         let conf = try makeConf([KafkaProducerConfiguration.defaults, configuration.client.properties,
-                                 ["bootstrap.servers": configuration.client.bootstrapServers]])
+                                 ["bootstrap.servers": configuration.client.bootstrapServers]], role: .producer)
         rd_kafka_conf_set_dr_msg_cb(conf, deliveryCallback)
         handle = try makeHandle(type: RD_KAFKA_PRODUCER, conf: conf, context: context)
         pollThread = OwnedThread(name: "waymark-kafka-producer-poll")
