@@ -1,0 +1,35 @@
+# Waymark — the two commands are `make run` and `make test`; both install what is missing first.
+SHELL := /bin/bash
+SWIFT ?= swift
+RELEASE_FLAGS := -c release
+BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
+
+.PHONY: setup build run test bench clean reap help
+
+help:
+	@echo "make run    - local broker + Redis, generated retail day through Waymark, summary"
+	@echo "make test   - the whole test suite against a real redis-server and Tansu broker"
+	@echo "make bench  - benchmarks (release build); results in bench-results/results.jsonl"
+	@echo "make setup  - install dependencies only (idempotent)"
+
+setup:
+	@bash deploy/scripts/setup.sh
+
+build: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
+
+run: build
+	"$(BIN_RELEASE)/waymark" demo
+
+test: setup
+	@status=0; $(SWIFT) test || status=$$?; bash deploy/scripts/reap.sh; exit $$status
+
+bench: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
+	"$(BIN_RELEASE)/waymark-bench" clients
+
+reap:
+	@bash deploy/scripts/reap.sh
+
+clean:
+	rm -rf .build bench-results

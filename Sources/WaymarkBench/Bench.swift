@@ -1,0 +1,183 @@
+import ArgumentParser
+import Foundation
+import Logging
+import WaymarkKafka
+import WaymarkLocalStack
+import WaymarkRedis
+
+@main
+struct WaymarkBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "waymark-bench",
+        abstract: "Rerunnable benchmarks of Waymark's clients and engine on a local broker and Redis.",
+        discussion: """
+            Each benchmark starts its own redis-server and Tansu broker on free loopback ports and stops \
+            them afterwards. Results are printed and appended as JSON lines to bench-results/results.jsonl.
+
+            Examples:
+              waymark-bench clients                 # Kafka produce/consume and Redis pipeline rates
+              waymark-bench clients --messages 1000000
+            """,
+        subcommands: [Clients.self])
+}
+
+/// One measured figure.
+struct Measurement: Codable {
+    var benchmark: String
+    var metric: String
+    var value: Double
+    var unit: String
+    var detail: String
+}
+
+/// Prints measurements as a table and appends them to bench-results/results.jsonl.
+func report(_ measurements: [Measurement]) throws {
+    let widths = [38, 14, 10]
+    print("BENCHMARK".padding(toLength: widths[0], withPad: " ", startingAt: 0) + "VALUE".padding(toLength: widths[1], withPad: " ", startingAt: 0) + "UNIT".padding(toLength: widths[2], withPad: " ", startingAt: 0) + "DETAIL")
+    for m in measurements {
+        let value = m.value >= 1000 ? String(format: "%.0f", m.value) : String(format: "%.2f", m.value)
+        print("\(m.benchmark) \(m.metric)".padding(toLength: widths[0], withPad: " ", startingAt: 0)
+              + value.padding(toLength: widths[1], withPad: " ", startingAt: 0)
+              + m.unit.padding(toLength: widths[2], withPad: " ", startingAt: 0) + m.detail)
+    }
+    try FileManager.default.createDirectory(atPath: "bench-results", withIntermediateDirectories: true)
+    let path = "bench-results/results.jsonl"
+    if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try handle.seekToEnd()
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let stamp = ISO8601DateFormatter().string(from: Date())
+    for m in measurements {
+        var line = try encoder.encode(m)
+        line.removeLast()  // "}"
+        line.append(contentsOf: Array(",\"at\":\"\(stamp)\"}\n".utf8))
+        try handle.write(contentsOf: line)
+    }
+    try handle.close()
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+struct Clients: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Raw ceilings: librdkafka produce/consume from Swift, Redis pipelined script and SET rates.")
+
+    @Option(help: "Kafka messages to produce and consume.") var messages = 500_000
+    @Option(help: "Payload size in bytes.") var size = 200
+    @Option(help: "Partitions of the benchmark topic.") var partitions: Int32 = 3
+    @Option(help: "Redis script calls.") var scriptCalls = 500_000
+    @Option(help: "Commands per Redis pipeline.") var depth = 100
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        var results: [Measurement] = []
+        try await LocalStack.with { stack in
+            results += try await kafka(stack.kafka!.bootstrapServers)
+            results += try await redis(port: stack.redis!.port)
+        }
+        try report(results)
+    }
+
+    func kafka(_ bootstrap: String) async throws -> [Measurement] {
+        let client = KafkaClientConfiguration(bootstrapServers: bootstrap, properties: KafkaClientConfiguration.localTuning)
+        let admin = try KafkaAdmin(client: client)
+        _ = try await admin.createTopics([KafkaTopicSpec(name: "bench", partitions: partitions)])
+        let producer = try KafkaProducer(configuration: .init(client: client))
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: size)
+        let chunk = 50_000
+        let start = ContinuousClock.now
+        // Keep two chunks in flight, as a pipelined worker would.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var sent = 0
+            var inFlight = 0
+            while sent < messages {
+                let n = min(chunk, messages - sent)
+                let base = sent
+                let records = (0..<n).map { i in
+                    KafkaProducerRecord(topic: "bench", key: Array("c-\((base + i) % 10_007)".utf8), value: payload)
+                }
+                group.addTask { try await producer.sendAll(records) }
+                sent += n
+                inFlight += 1
+                if inFlight >= 2 { try await group.next(); inFlight -= 1 }
+            }
+            try await group.waitForAll()
+        }
+        let produceTime = ContinuousClock.now - start
+
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: "bench", partition: $0, offset: KafkaOffset.beginning) })
+        var consumed = 0
+        var consumeStart: ContinuousClock.Instant?
+        let deadline = ContinuousClock.now + .seconds(120)
+        while consumed < messages, ContinuousClock.now < deadline {
+            let batch = try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(500))
+            if consumeStart == nil, !batch.isEmpty { consumeStart = ContinuousClock.now }
+            consumed += batch.count
+        }
+        let consumeTime = ContinuousClock.now - (consumeStart ?? ContinuousClock.now)
+        await consumer.close()
+        let detail = "\(messages) × \(size) B, \(partitions) partitions, acks=all idempotent"
+        return [
+            Measurement(benchmark: "kafka", metric: "produce", value: Double(messages) / produceTime.seconds, unit: "msg/s", detail: detail),
+            Measurement(benchmark: "kafka", metric: "consume", value: Double(consumed) / consumeTime.seconds, unit: "msg/s",
+                        detail: "\(consumed) records, batches of ≤ 10k (first record to last)"),
+        ]
+    }
+
+    func redis(port: Int) async throws -> [Measurement] {
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        // The shape ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE in one small script.
+        let script = RedisScript(name: "bench", source: """
+            redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+            redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+            redis.call('EXPIRE', KEYS[1], 86400)
+            redis.call('EXPIRE', KEYS[2], 86400)
+            return 1
+            """)
+        func command(_ i: Int) -> RedisCommand {
+            let customer = "c-\(i % 50_000)"
+            return .evalsha(script, keys: ["wm:{\(customer)}:h", "wm:{\(customer)}:z"], arguments: ["f\(i % 7)", i])
+        }
+        // Unpipelined: one round trip per call.
+        let single = min(scriptCalls / 10, 50_000)
+        var t0 = ContinuousClock.now
+        for i in 0..<single { _ = try await connection.send(command(i)) }
+        let singleTime = ContinuousClock.now - t0
+
+        t0 = ContinuousClock.now
+        var i = 0
+        while i < scriptCalls {
+            let n = min(depth, scriptCalls - i)
+            _ = try await connection.pipeline((i..<(i + n)).map(command))
+            i += n
+        }
+        let pipelinedTime = ContinuousClock.now - t0
+
+        t0 = ContinuousClock.now
+        let sets = scriptCalls * 2
+        i = 0
+        while i < sets {
+            let n = min(1_000, sets - i)
+            _ = try await connection.pipeline((i..<(i + n)).map { RedisCommand("SET", "k\($0 % 100_000)", "v") })
+            i += n
+        }
+        let setTime = ContinuousClock.now - t0
+        await connection.close()
+        return [
+            Measurement(benchmark: "redis", metric: "evalsha unpipelined", value: Double(single) / singleTime.seconds,
+                        unit: "calls/s", detail: "\(single) calls, one round trip each"),
+            Measurement(benchmark: "redis", metric: "evalsha pipelined", value: Double(scriptCalls) / pipelinedTime.seconds,
+                        unit: "calls/s", detail: "\(scriptCalls) calls, \(depth) per pipeline"),
+            Measurement(benchmark: "redis", metric: "SET pipelined", value: Double(sets) / setTime.seconds,
+                        unit: "cmd/s", detail: "\(sets) commands, 1000 per pipeline"),
+        ]
+    }
+}
