@@ -52,6 +52,7 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(name: "WaymarkSample", swiftSettings: strict),
+        .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
         .target(
             name: "WaymarkControl",
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
@@ -84,6 +85,7 @@ let package = Package(
         .testTarget(
             name: "WaymarkControlTests",
             dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
+        .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
         .testTarget(
             name: "WaymarkEngineTests",

@@ -1,0 +1,52 @@
+/// Where Waymark keeps things in Redis.
+///
+/// Every key of a customer carries the hash tag of the customer's **shard** (`{s0042}`), and so do the
+/// shard's indexes (customers with due timers, customers with unpublished outbox entries). One Lua
+/// script can therefore update a customer's state, outbox and index entries atomically, also on Redis
+/// Cluster, where a script may only touch keys of one slot. The shard of a customer is a stable
+/// FNV-1a hash of its id modulo ``shards``; the shard count is part of the data layout and must not
+/// change for an existing deployment. 256 shards spread evenly over a Cluster's 16,384 slots.
+public struct KeySpace: Sendable, Hashable {
+    /// Key prefix, for example `wm`.
+    public let prefix: String
+    /// Number of shards.
+    public let shards: Int
+
+    public init(prefix: String = "wm", shards: Int = 256) {
+        precondition(shards > 0 && shards <= 65_536, "shards must be in 1...65536")
+        precondition(!prefix.isEmpty && !prefix.contains("{"), "prefix must be non-empty and contain no '{'")
+        self.prefix = prefix
+        self.shards = shards
+    }
+
+    /// The customer's shard.
+    public func shard(of customer: String) -> Int {
+        var hash: UInt32 = 2_166_136_261
+        for byte in customer.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return Int(hash % UInt32(shards))
+    }
+
+    /// `{s0042}`: the hash tag shared by everything in one shard.
+    public func tag(_ shard: Int) -> String {
+        let digits = String(shard)
+        return "{s" + String(repeating: "0", count: max(0, 4 - digits.count)) + digits + "}"
+    }
+
+    /// Hash with fields `v` (version) and `s` (encoded customer state).
+    public func state(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):st:\(customer)" }
+    /// Hash of outbox entry id → encoded record, decided but not yet acknowledged by Kafka.
+    public func outbox(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):ob:\(customer)" }
+    /// Hash with fields `p` (profile JSON) and `o` (`partition:offset` it came from).
+    public func profile(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):pf:\(customer)" }
+    /// List of the customer's most recent decisions (newest first), for inspection.
+    public func decisions(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):dl:\(customer)" }
+    /// Sorted set: customer → next wake-up (ms since epoch) of its timers and deferred messages.
+    public func due(shard: Int) -> String { "\(prefix):\(tag(shard)):due" }
+    /// Sorted set: customer → time (ms) its oldest unacknowledged outbox entry was written.
+    public func pendingOutbox(shard: Int) -> String { "\(prefix):\(tag(shard)):obx" }
+    /// Hash of sender dedup marks for messages of this shard's customers: message id → status.
+    public func sent(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):sent:\(customer)" }
+}

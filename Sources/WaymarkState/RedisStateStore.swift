@@ -1,0 +1,219 @@
+import WaymarkRedis
+
+/// A customer's stored state as loaded in one round trip.
+public struct StoredCustomer: Sendable {
+    public var customer: String
+    /// 0 when the customer has no state yet.
+    public var version: Int64
+    /// The engine's encoded state, `nil` for a new customer.
+    public var state: [UInt8]?
+    /// The profile JSON, `nil` when no profile has arrived yet.
+    public var profile: [UInt8]?
+}
+
+/// A state change to commit for one customer.
+public struct StateWrite: Sendable {
+    public var customer: String
+    /// The version that was loaded; the write fails with a conflict if it changed meanwhile.
+    public var expectedVersion: Int64
+    public var state: [UInt8]
+    /// Earliest pending timer or deferred message (ms since epoch), indexed for the scheduler.
+    public var nextWakeup: Int64?
+    /// Records to publish (outbound messages, decisions), stored atomically with the state.
+    public var outbox: [OutboxRecord]
+    /// Decision JSON documents, kept (newest first, capped) for `waymark inspect customer`.
+    public var decisions: [[UInt8]]
+
+    public init(customer: String, expectedVersion: Int64, state: [UInt8], nextWakeup: Int64?,
+                outbox: [OutboxRecord] = [], decisions: [[UInt8]] = []) {
+        self.customer = customer
+        self.expectedVersion = expectedVersion
+        self.state = state
+        self.nextWakeup = nextWakeup
+        self.outbox = outbox
+        self.decisions = decisions
+    }
+}
+
+/// The result of one ``StateWrite``.
+public enum CommitOutcome: Sendable, Equatable {
+    case committed(version: Int64)
+    /// Someone else (a worker that briefly owned the same partition, a scheduler) committed first.
+    /// Reload and recompute: event-id deduplication makes the retry safe.
+    case conflict(current: Int64)
+}
+
+/// Errors from the state store.
+public struct StateStoreError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { "state store: \(message)" }
+}
+
+/// Per-customer journey state in Redis: versioned compare-and-set writes that carry the outbox and
+/// index updates in the same atomic script, loads and commits batched into single pipelines.
+///
+/// A store wraps one connection and is meant for one task at a time (see ``RedisConnection``).
+public final class RedisStateStore: Sendable {
+    public let connection: RedisConnection
+    public let keys: KeySpace
+    /// Seconds after the last write when an idle customer's state expires (0 = never).
+    public let stateTTLSeconds: Int
+    /// Recent decisions kept per customer for inspection.
+    public let decisionsKept: Int
+
+    public init(connection: RedisConnection, keys: KeySpace = KeySpace(), stateTTLSeconds: Int = 0, decisionsKept: Int = 50) {
+        self.connection = connection
+        self.keys = keys
+        self.stateTTLSeconds = stateTTLSeconds
+        self.decisionsKept = decisionsKept
+    }
+
+    /// Loads state and profile of `customers` in one round trip (two commands per customer).
+    public func load(_ customers: [String]) async throws -> [StoredCustomer] {
+        if customers.isEmpty { return [] }
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(customers.count * 2)
+        for customer in customers {
+            commands.append(RedisCommand("HMGET", keys.state(customer), "v", "s"))
+            commands.append(RedisCommand("HGET", keys.profile(customer), "p"))
+        }
+        let replies = try await connection.pipeline(commands)
+        return try customers.enumerated().map { index, customer in
+            let stateReply = replies[index * 2], profileReply = replies[index * 2 + 1]
+            if let message = stateReply.errorMessage ?? profileReply.errorMessage {
+                throw StateStoreError(message: "load \(customer): \(message)")
+            }
+            let fields = stateReply.array ?? []
+            let version = fields.first?.string.flatMap { Int64($0) } ?? 0
+            return StoredCustomer(customer: customer, version: version,
+                                  state: fields.count > 1 ? fields[1].bytes : nil, profile: profileReply.bytes)
+        }
+    }
+
+    /// Commits `writes` in one round trip; each is atomic on its own and reports its outcome.
+    public func commit(_ writes: [StateWrite], now: Int64) async throws -> [CommitOutcome] {
+        if writes.isEmpty { return [] }
+        let commands = writes.map { write -> RedisCommand in
+            let shard = keys.shard(of: write.customer)
+            var command = RedisCommand.evalsha(StateScripts.commit, keys: [
+                keys.state(write.customer), keys.outbox(write.customer), keys.due(shard: shard),
+                keys.pendingOutbox(shard: shard), keys.decisions(write.customer),
+            ])
+            command.append(Int(write.expectedVersion))
+            command.append(Int(write.expectedVersion + 1))
+            command.append(bytes: write.state)
+            command.append(stateTTLSeconds)
+            if let wakeup = write.nextWakeup { command.append(Int(wakeup)) } else { command.append("") }
+            command.append(Int(now))
+            command.append(write.customer)
+            command.append(decisionsKept)
+            command.append(write.outbox.count)
+            for record in write.outbox {
+                command.append(record.id)
+                command.append(bytes: record.encoded())
+            }
+            command.append(write.decisions.count)
+            for decision in write.decisions { command.append(bytes: decision) }
+            return command
+        }
+        let replies = try await connection.pipeline(commands)
+        return try zip(writes, replies).map { write, reply in
+            guard let fields = reply.array, fields.count == 2, let flag = fields[0].integer,
+                  let version = fields[1].string.flatMap({ Int64($0) }) else {
+                throw StateStoreError(message: "commit \(write.customer): unexpected reply \(reply.errorMessage ?? "\(reply)")")
+            }
+            return flag == 1 ? .committed(version: version) : .conflict(current: version)
+        }
+    }
+
+    /// Removes outbox entries Kafka has acknowledged, in one round trip.
+    public func acknowledge(_ entries: [(customer: String, ids: [String])]) async throws {
+        let commands = entries.filter { !$0.ids.isEmpty }.map { entry in
+            RedisCommand.evalsha(StateScripts.ack, keys: [keys.outbox(entry.customer), keys.pendingOutbox(shard: keys.shard(of: entry.customer))],
+                                 arguments: [entry.customer] + entry.ids)
+        }
+        if commands.isEmpty { return }
+        for reply in try await connection.pipeline(commands) {
+            if let message = reply.errorMessage { throw StateStoreError(message: "acknowledge: \(message)") }
+        }
+    }
+
+    /// Stores profiles (latest per partition offset wins). Returns which were stored (not stale).
+    public func putProfiles(_ profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)]) async throws -> [Bool] {
+        if profiles.isEmpty { return [] }
+        let commands = profiles.map { p in
+            RedisCommand.evalsha(StateScripts.putProfile, keys: [keys.profile(p.customer)],
+                                 arguments: [p.profile, Int(p.partition), Int(p.offset)])
+        }
+        return try await connection.pipeline(commands).map { reply in
+            if let message = reply.errorMessage { throw StateStoreError(message: "put profile: \(message)") }
+            return reply.integer == 1
+        }
+    }
+
+    /// Customers whose next wake-up is at or before `now`, up to `limit` per shard, in one round trip.
+    public func dueCustomers(now: Int64, shards: Range<Int>? = nil, limitPerShard: Int = 1_000) async throws -> [(customer: String, dueAt: Int64)] {
+        let range = shards ?? 0..<keys.shards
+        let commands = range.map { shard in
+            RedisCommand("ZRANGEBYSCORE", keys.due(shard: shard), "-inf", Int(now), "WITHSCORES", "LIMIT", 0, limitPerShard)
+        }
+        var out: [(String, Int64)] = []
+        for reply in try await connection.pipeline(commands) {
+            let items = reply.array ?? []
+            var index = 0
+            while index + 1 < items.count {
+                if let customer = items[index].string, let score = items[index + 1].string.flatMap(Double.init) {
+                    out.append((customer, Int64(score)))
+                }
+                index += 2
+            }
+        }
+        return out
+    }
+
+    /// Number of customers with a wake-up, per due-time bucket edge (ms): counts of `(-inf, edge]` for
+    /// each edge, for queue inspection.
+    public func dueCounts(upTo edges: [Int64]) async throws -> [Int] {
+        var totals = Array(repeating: 0, count: edges.count)
+        var commands: [RedisCommand] = []
+        for shard in 0..<keys.shards {
+            for edge in edges { commands.append(RedisCommand("ZCOUNT", keys.due(shard: shard), "-inf", Int(edge))) }
+        }
+        let replies = try await connection.pipeline(commands)
+        for (index, reply) in replies.enumerated() { totals[index % edges.count] += Int(reply.integer ?? 0) }
+        return totals
+    }
+
+    /// Outbox entries of customers whose oldest entry is older than `before` (ms): left behind by a
+    /// worker that crashed between its Redis write and its Kafka publish.
+    public func pendingOutbox(before: Int64, limitPerShard: Int = 100) async throws -> [(customer: String, records: [OutboxRecord])] {
+        let commands = (0..<keys.shards).map { shard in
+            RedisCommand("ZRANGEBYSCORE", keys.pendingOutbox(shard: shard), "-inf", Int(before), "LIMIT", 0, limitPerShard)
+        }
+        let customers = try await connection.pipeline(commands).flatMap { $0.array?.compactMap(\.string) ?? [] }
+        if customers.isEmpty { return [] }
+        let contents = try await connection.pipeline(customers.map { RedisCommand("HGETALL", keys.outbox($0)) })
+        return zip(customers, contents).map { customer, reply in
+            let items = reply.array ?? []
+            var records: [OutboxRecord] = []
+            var index = 0
+            while index + 1 < items.count {
+                if let id = items[index].string, let bytes = items[index + 1].bytes,
+                   let record = OutboxRecord(id: id, encoded: bytes) { records.append(record) }
+                index += 2
+            }
+            return (customer, records.sorted { $0.id < $1.id })
+        }
+    }
+
+    /// The customer's most recent decisions (newest first).
+    public func recentDecisions(_ customer: String, count: Int = 50) async throws -> [[UInt8]] {
+        let reply = try await connection.send(RedisCommand("LRANGE", keys.decisions(customer), 0, count - 1))
+        return reply.array?.compactMap(\.bytes) ?? []
+    }
+
+    /// Loads the scripts (optional: EVALSHA loads them on first NOSCRIPT anyway).
+    public func prepare() async throws {
+        try await connection.load(StateScripts.all)
+    }
+}

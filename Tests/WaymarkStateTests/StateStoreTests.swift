@@ -1,0 +1,156 @@
+import Foundation
+import Testing
+import WaymarkLocalStack
+import WaymarkRedis
+import WaymarkState
+
+/// A state "engine" for the tests: the state is a decimal counter.
+private func counter(_ stored: StoredCustomer) -> Int { stored.state.map { Int(String(decoding: $0, as: UTF8.self))! } ?? 0 }
+
+private func withStore(_ body: (RedisStateStore, LocalRedis) async throws -> Void) async throws {
+    try await LocalStack.with(kafka: false) { stack in
+        let redis = stack.redis!
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: redis.host, port: redis.port))
+        try await body(RedisStateStore(connection: connection, keys: KeySpace(shards: 16)), redis)
+        await connection.close()
+    }
+}
+
+@Suite("Redis state store against a real redis-server")
+struct StateStoreTests {
+    @Test("keys of one customer share the shard hash tag")
+    func keyLayout() {
+        let keys = KeySpace(shards: 256)
+        let customer = "c-42"
+        let tag = keys.tag(keys.shard(of: customer))
+        for key in [keys.state(customer), keys.outbox(customer), keys.profile(customer), keys.decisions(customer),
+                    keys.due(shard: keys.shard(of: customer)), keys.pendingOutbox(shard: keys.shard(of: customer))] {
+            #expect(key.contains(tag))
+            #expect(key.firstIndex(of: "{") == key.range(of: tag)!.lowerBound)
+        }
+        // Shards spread: 10k ids over 256 shards, none empty, none more than 3× the mean.
+        var counts = [Int](repeating: 0, count: 256)
+        for i in 0..<10_000 { counts[keys.shard(of: "c-\(i)")] += 1 }
+        #expect(counts.min()! > 0 && counts.max()! < 3 * 10_000 / 256)
+    }
+
+    @Test("two clients updating the same customers concurrently never lose an update")
+    func concurrentCompareAndSet() async throws {
+        try await LocalStack.with(kafka: false) { stack in
+            let config = RedisConfiguration(host: stack.redis!.host, port: stack.redis!.port)
+            let customers = (0..<20).map { "c-\($0)" }
+            let increments = 150
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<2 {
+                    group.addTask {
+                        let store = RedisStateStore(connection: try await RedisConnection.connect(config), keys: KeySpace(shards: 8))
+                        var conflicts = 0
+                        for _ in 0..<increments {
+                            var pending = customers
+                            while !pending.isEmpty {
+                                let loaded = try await store.load(pending)
+                                let writes = loaded.map {
+                                    StateWrite(customer: $0.customer, expectedVersion: $0.version,
+                                               state: Array(String(counter($0) + 1).utf8), nextWakeup: nil)
+                                }
+                                let outcomes = try await store.commit(writes, now: 0)
+                                pending = zip(pending, outcomes).compactMap { customer, outcome in
+                                    if case .conflict = outcome { conflicts += 1; return customer }
+                                    return nil
+                                }
+                            }
+                        }
+                        await store.connection.close()
+                        return conflicts
+                    }
+                }
+                let conflicts = try await group.reduce(0, +)
+                // The test only means something if the writers really collided.
+                #expect(conflicts > 0)
+            }
+            let store = RedisStateStore(connection: try await RedisConnection.connect(config), keys: KeySpace(shards: 8))
+            for stored in try await store.load(customers) {
+                #expect(counter(stored) == 2 * increments)
+                #expect(stored.version == Int64(2 * increments))
+            }
+        }
+    }
+
+    @Test("state, outbox, indexes and decisions change together or not at all")
+    func atomicOutbox() async throws {
+        try await withStore { store, _ in
+            let keys = store.keys
+            let record = OutboxRecord(id: "m-1", topic: "outbound.sms", key: Array("c-1".utf8), value: Array("{\"a\":1}".utf8))
+            let write = StateWrite(customer: "c-1", expectedVersion: 0, state: Array("1".utf8), nextWakeup: 5_000,
+                                   outbox: [record], decisions: [Array("{\"reason\":\"sent\"}".utf8)])
+            #expect(try await store.commit([write], now: 1_000) == [.committed(version: 1)])
+
+            // A stale writer (expected version 0 again) changes nothing at all.
+            var stale = write
+            stale.state = Array("999".utf8)
+            stale.outbox = [OutboxRecord(id: "m-2", topic: "outbound.sms", key: [], value: [])]
+            stale.nextWakeup = 1
+            stale.decisions = [Array("x".utf8)]
+            #expect(try await store.commit([stale], now: 1_000) == [.conflict(current: 1)])
+
+            let loaded = try await store.load(["c-1"])
+            #expect(loaded[0].state == Array("1".utf8))
+            let outbox = try await store.connection.send(RedisCommand("HKEYS", keys.outbox("c-1")))
+            #expect(outbox.array?.compactMap(\.string) == ["m-1"])
+            #expect(try await store.dueCustomers(now: 10_000).map(\.customer) == ["c-1"])
+            #expect(try await store.dueCustomers(now: 4_999).isEmpty)
+            #expect(try await store.recentDecisions("c-1").count == 1)
+
+            // Nothing is pending before the grace period, the record after it.
+            #expect(try await store.pendingOutbox(before: 999).isEmpty)
+            let pending = try await store.pendingOutbox(before: 1_000)
+            #expect(pending.count == 1 && pending[0].records == [record])
+
+            try await store.acknowledge([("c-1", ["m-1"])])
+            #expect(try await store.pendingOutbox(before: .max).isEmpty)
+
+            // A write without a wake-up removes the customer from the due index.
+            let next = StateWrite(customer: "c-1", expectedVersion: 1, state: Array("2".utf8), nextWakeup: nil)
+            #expect(try await store.commit([next], now: 2_000) == [.committed(version: 2)])
+            #expect(try await store.dueCustomers(now: .max).isEmpty)
+        }
+    }
+
+    @Test("a stale profile from the same partition never overwrites a newer one")
+    func profileOrdering() async throws {
+        try await withStore { store, _ in
+            let stored = try await store.putProfiles([
+                ("c-7", Array("new".utf8), 2, 10), ("c-7", Array("old".utf8), 2, 9), ("c-7", Array("same".utf8), 2, 10),
+            ])
+            #expect(stored == [true, false, false])
+            #expect(try await store.load(["c-7"])[0].profile == Array("new".utf8))
+            // From another partition (topic repartitioned): accepted.
+            #expect(try await store.putProfiles([("c-7", Array("moved".utf8), 0, 1)]) == [true])
+        }
+    }
+
+    @Test("scripts survive SCRIPT FLUSH and a Redis restart")
+    func scriptsReload() async throws {
+        try await withStore { store, redis in
+            let write = StateWrite(customer: "c-9", expectedVersion: 0, state: [1], nextWakeup: nil)
+            _ = try await store.commit([write], now: 0)
+            _ = try await store.connection.send(RedisCommand("SCRIPT", "FLUSH"))
+            var again = write
+            again.expectedVersion = 1
+            #expect(try await store.commit([again], now: 0) == [.committed(version: 2)])
+            try await redis.restart()  // no persistence: state is gone, scripts too
+            var afresh = write
+            afresh.expectedVersion = 0
+            var outcome = try? await store.commit([afresh], now: 0)
+            if outcome == nil { outcome = try await store.commit([afresh], now: 0) }  // first call may see the dropped connection
+            #expect(outcome == [.committed(version: 1)])
+        }
+    }
+
+    @Test("outbox records round-trip their encoding")
+    func outboxEncoding() {
+        let record = OutboxRecord(id: "d-1", topic: "journey.decisions", key: Array("c-ü".utf8), value: Array(repeating: 7, count: 70_000))
+        #expect(OutboxRecord(id: "d-1", encoded: record.encoded()) == record)
+        #expect(OutboxRecord(id: "x", encoded: [0, 9]) == nil)
+    }
+}
