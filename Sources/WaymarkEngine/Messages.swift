@@ -88,6 +88,8 @@ public enum DecisionReason: String, Sendable, Hashable, CaseIterable {
     /// An event id seen before (idempotency) or a message id already decided.
     case suppressedDuplicate = "suppressed_duplicate"
     case suppressedExpired = "suppressed_expired"
+    /// A deferred message dropped because its journey instance exited (e.g. the cart was bought).
+    case cancelledJourneyExit = "cancelled_journey_exit"
     // Journey lifecycle (for funnels and "why" questions).
     case journeyEntered = "journey_entered"
     case stageReached = "stage_reached"
