@@ -103,11 +103,13 @@ public struct JourneyEngine: Sendable {
             let eventTime = timing == .live ? min(e.occurredAt, now) : e.occurredAt
             run.fireTimers(upTo: eventTime, replay: timing == .replay)
             if timing == .replay { run.advanceClock(to: e.occurredAt) }
+            run.base = timing == .live ? eventTime : run.clock
             run.state.recentEvents.append(ProcessedEvent(fingerprint: fp, at: run.clock))
             run.handle(e)
         }
         run.fireTimers(upTo: now, replay: timing == .replay)
         run.flush()
+        run.compact()
         run.prune()
         return EngineResult(state: run.state, decisions: run.decisions, messages: run.messages,
                             nextWakeUp: run.state.nextWakeUp, duplicateEvents: run.duplicates)
@@ -237,6 +239,9 @@ struct Run {
     let customerID: String
     let profile: CustomerProfile?
     var clock: Timestamp = Timestamp(milliseconds: 0)
+    /// Start of waits and timeouts set now: the event's time (live: clamped to `now`) or the due
+    /// time of the timer being fired, so "1 h after the cart was abandoned" holds despite lag.
+    var base: Timestamp = Timestamp(milliseconds: 0)
     var decisions: [Decision] = []
     var messages: [OutboundMessage] = []
     var candidates: [SendCandidate] = []
@@ -275,6 +280,7 @@ struct Run {
             }
             guard let due = bestDue else { return }
             if replay { advanceClock(to: due) }
+            base = replay ? clock : due
             if bestInstance >= 0 {
                 fireInstance(bestInstance)
             } else {
@@ -314,12 +320,35 @@ struct Run {
                 handleInstance(i, cj, e)
             }
             compact()
+            if !cj.def.exits.isEmpty && !state.deferred.isEmpty { cancelHeldAfterCompletion(cj, e) }
             for trig in cj.def.entry where trig.event.type == e.type {
                 if eval(trig.event.filter, event: e.attributes, context: nil) && eval(trig.profile, event: nil, context: nil) {
                     tryEnter(cj, e)
                     break
                 }
             }
+            compact()
+        }
+    }
+
+    /// An instance that finished its steps may still have a message held for quiet hours; an exit
+    /// event for it (same key) cancels that message too.
+    mutating func cancelHeldAfterCompletion(_ cj: CompiledJourney, _ e: Touchpoint) {
+        let name = cj.def.name
+        for x in cj.def.exits where x.on.type == e.type && eval(x.on.filter, event: e.attributes, context: nil) {
+            var keys: [String] = []
+            for d in state.deferred where d.message.journey == name && !keys.contains(d.instanceKey) {
+                if state.instances.contains(where: { $0.journey == name && $0.key == d.instanceKey }) { continue }
+                if x.on.sameKey, let k = cj.def.key, e.attributes[k]?.keyString != d.instanceKey { continue }
+                keys.append(d.instanceKey)
+            }
+            for k in keys {
+                let ghost = JourneyInstance(journey: name, version: cj.def.version, key: k, enteredAt: clock, stage: "",
+                                           stageEnteredAt: clock, stagesReached: [], step: "", wakeAt: nil,
+                                           causedBy: e.eventID, sendSequence: 0, context: [])
+                cancelDeferred(of: ghost, rule: "exit:\(e.type)")
+            }
+            return
         }
     }
 
@@ -431,10 +460,10 @@ struct Run {
                 enqueue(i, cj, step.id, s)
                 pos += 1
             case .wait(let d):
-                state.instances[i].wakeAt = clock.adding(d)
+                state.instances[i].wakeAt = base.adding(d)
                 return
             case .waitForEvent(let w):
-                state.instances[i].wakeAt = clock.adding(w.timeout)
+                state.instances[i].wakeAt = base.adding(w.timeout)
                 return
             case .branch(let cases, let otherwise):
                 var target = otherwise
