@@ -279,7 +279,11 @@ struct Run {
                 if bestDue == nil || d.message.sendAfter < bestDue! { bestDue = d.message.sendAfter; bestInstance = -1; bestDeferred = i }
             }
             guard let due = bestDue else { return }
-            if replay { advanceClock(to: due) }
+            if replay && due > clock {
+                // Settle sends of the earlier instant first; that may change what is due, so rescan.
+                advanceClock(to: due)
+                continue
+            }
             base = replay ? clock : due
             if bestInstance >= 0 {
                 fireInstance(bestInstance)
