@@ -1,0 +1,226 @@
+/// Rule evaluation for sends: consent, contact, quiet hours, expiry, frequency caps, fallback and
+/// priority arbitration.
+///
+/// Sends gathered at the same effective instant (one event, one batch in live timing, or deferred
+/// messages released together) are evaluated in order of priority (higher first), then creation
+/// time (earlier first), then the order in which steps ran. A capped slot therefore goes to the
+/// highest priority. A message held for quiet hours holds its slot; a later, strictly
+/// higher-priority message that cannot fit displaces held (not yet published) lower-priority
+/// messages, lowest priority and latest created first.
+extension Run {
+    mutating func flush() {
+        guard !candidates.isEmpty else { return }
+        var batch = candidates
+        candidates = []
+        batch.sort {
+            if $0.priority != $1.priority { return $0.priority > $1.priority }
+            if $0.createdAt != $1.createdAt { return $0.createdAt < $1.createdAt }
+            return $0.seq < $1.seq
+        }
+        for c in batch {
+            switch c.kind {
+            case .new(let n): decideNew(n)
+            case .release(let d): release(d)
+            }
+        }
+    }
+
+    func orderedChannels(_ chans: [Channel]) -> [Channel] {
+        guard rules.channelOrder == .customerPreference, let p = profile, !p.preferredChannels.isEmpty else { return chans }
+        var out: [Channel] = []
+        for c in p.preferredChannels where chans.contains(c) && !out.contains(c) { out.append(c) }
+        for c in chans where !out.contains(c) { out.append(c) }
+        return out
+    }
+
+    /// Consent and contact checks for one channel.
+    func reachability(_ ch: Channel, transactional: Bool) -> ChannelRejection? {
+        guard let p = profile else {
+            return rules.consent.allowWithoutProfile ? nil
+                : ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:no_profile")
+        }
+        let needsConsent = !(transactional && !rules.consent.transactionalRequiresConsent)
+        if needsConsent && p.consent[ch] != true {
+            return ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:\(ch.rawValue)")
+        }
+        if (p.contacts[ch] ?? "").isEmpty {
+            return ChannelRejection(channel: ch, reason: .suppressedNoContact, rule: "contact:\(ch.rawValue)")
+        }
+        return nil
+    }
+
+    func capExempt(_ transactional: Bool) -> Bool { transactional && rules.capsExemptTransactional }
+
+    static func capApplies(_ cap: FrequencyCap, channel: Channel, journey: String) -> Bool {
+        if let c = cap.channel, c != channel { return false }
+        if let j = cap.journey, j != journey { return false }
+        return true
+    }
+
+    /// The first cap a send at `t` would exceed, ignoring the listed entries.
+    func capViolation(at t: Timestamp, channel: Channel, journey: String, transactional: Bool,
+                      ignoring: [MessageID]) -> FrequencyCap? {
+        if capExempt(transactional) { return nil }
+        let T = t.milliseconds
+        var times: [Int64] = []
+        for cap in rules.frequencyCaps where Run.capApplies(cap, channel: channel, journey: journey) {
+            let W = cap.window.milliseconds
+            times.removeAll(keepingCapacity: true)
+            times.append(T)
+            for e in state.capHistory where !capExempt(e.transactional) && Run.capApplies(cap, channel: e.channel, journey: e.journey) {
+                let dt = e.at.milliseconds - T
+                if dt > -W && dt < W && !ignoring.contains(e.messageID) { times.append(e.at.milliseconds) }
+            }
+            if times.count <= cap.limit { continue }
+            times.sort()
+            // Max count over windows [s, s+W) that contain T: start s at each point in (T-W, T].
+            for i in times.indices where times[i] <= T && times[i] > T - W {
+                var n = 0
+                var j = i
+                while j < times.count && times[j] < times[i] + W { n += 1; j += 1 }
+                if n > cap.limit { return cap }
+            }
+        }
+        return nil
+    }
+
+    enum CapOutcome {
+        case fits(evict: [(MessageID, String)])
+        case blocked(FrequencyCap)
+    }
+
+    /// Checks caps at `t`, displacing held lower-priority messages if that makes the send fit.
+    func fitCaps(at t: Timestamp, channel: Channel, journey: String, transactional: Bool, priority: Int) -> CapOutcome {
+        var evict: [(MessageID, String)] = []
+        var ignoring: [MessageID] = []
+        var firstBlock: FrequencyCap? = nil
+        while let cap = capViolation(at: t, channel: channel, journey: journey, transactional: transactional, ignoring: ignoring) {
+            if firstBlock == nil { firstBlock = cap }
+            var victim: DeferredMessage? = nil
+            for d in state.deferred where d.message.priority < priority && !ignoring.contains(d.message.messageID) {
+                let m = d.message
+                guard !capExempt(m.transactional), Run.capApplies(cap, channel: m.channel, journey: m.journey),
+                      abs(m.sendAfter.milliseconds - t.milliseconds) < cap.window.milliseconds else { continue }
+                if let v = victim {
+                    let vm = v.message
+                    if m.priority < vm.priority || (m.priority == vm.priority && (m.createdAt > vm.createdAt ||
+                        (m.createdAt == vm.createdAt && m.messageID > vm.messageID))) { victim = d }
+                } else { victim = d }
+            }
+            guard let v = victim else { return .blocked(firstBlock!) }
+            ignoring.append(v.message.messageID)
+            evict.append((v.message.messageID, cap.name))
+        }
+        return .fits(evict: evict)
+    }
+
+    mutating func insertCapEntry(_ e: CapEntry) {
+        var idx = state.capHistory.count
+        while idx > 0 && state.capHistory[idx - 1].at > e.at { idx -= 1 }
+        state.capHistory.insert(e, at: idx)
+    }
+
+    mutating func insertDeferred(_ d: DeferredMessage) {
+        var idx = state.deferred.count
+        while idx > 0 {
+            let p = state.deferred[idx - 1].message
+            if p.sendAfter > d.message.sendAfter || (p.sendAfter == d.message.sendAfter && p.messageID > d.message.messageID) { idx -= 1 } else { break }
+        }
+        state.deferred.insert(d, at: idx)
+    }
+
+    mutating func applyEvictions(_ evict: [(MessageID, String)], by winner: MessageID) {
+        for (id, capName) in evict {
+            guard let idx = state.deferred.firstIndex(where: { $0.message.messageID == id }) else { continue }
+            let d = state.deferred.remove(at: idx)
+            state.capHistory.removeAll { $0.messageID == id }
+            decisions.append(messageDecision(.suppressedFrequencyCap, rule: "cap:\(capName)", d.message, key: d.instanceKey,
+                                             skipped: [], detail: "displaced by higher-priority \(winner)"))
+        }
+    }
+
+    mutating func decideNew(_ n: NewSend) {
+        let s = n.send
+        let ttl = s.expiresAfter ?? rules.defaultExpiry
+        let expiresAt = clock.adding(ttl)
+        var msg = OutboundMessage(messageID: n.messageID, customerID: customerID, channel: s.channels[0], journey: n.journey,
+                                  journeyVersion: n.version, stage: n.stage, step: n.step, template: s.template,
+                                  priority: s.priority, transactional: s.transactional, createdAt: clock, sendAfter: clock,
+                                  expiresAt: expiresAt, causedBy: n.causedBy, locale: profile?.locale,
+                                  variables: n.variables, fallbackChannels: [])
+        if state.capHistory.contains(where: { $0.messageID == n.messageID })
+            || state.deferred.contains(where: { $0.message.messageID == n.messageID }) {
+            decisions.append(messageDecision(.suppressedDuplicate, rule: "dedup:message_id", msg, key: n.key, skipped: []))
+            return
+        }
+        let channels = orderedChannels(s.channels)
+        var skipped: [ChannelRejection] = []
+        for (ci, ch) in channels.enumerated() {
+            if let r = reachability(ch, transactional: s.transactional) { skipped.append(r); continue }
+            var at = clock
+            var quietRule: String? = nil
+            if let q = engine.quietHours.releaseTime(messageID: n.messageID, channel: ch, transactional: s.transactional,
+                                                     profile: profile, at: clock) {
+                at = q.release
+                quietRule = q.rule
+                if at >= expiresAt {
+                    skipped.append(ChannelRejection(channel: ch, reason: .suppressedExpired, rule: "expiry:\(ttl)"))
+                    continue
+                }
+            }
+            switch fitCaps(at: at, channel: ch, journey: n.journey, transactional: s.transactional, priority: s.priority) {
+            case .blocked(let cap):
+                skipped.append(ChannelRejection(channel: ch, reason: .suppressedFrequencyCap, rule: "cap:\(cap.name)"))
+                continue
+            case .fits(let evict):
+                applyEvictions(evict, by: n.messageID)
+            }
+            msg.channel = ch
+            msg.sendAfter = at
+            msg.fallbackChannels = channels[(ci + 1)...].filter { reachability($0, transactional: s.transactional) == nil }
+            insertCapEntry(CapEntry(at: at, channel: ch, journey: n.journey, transactional: s.transactional, messageID: n.messageID))
+            if let quietRule {
+                insertDeferred(DeferredMessage(message: msg, instanceKey: n.key, rule: quietRule))
+                decisions.append(messageDecision(.deferredQuietHours, rule: quietRule, msg, key: n.key, skipped: skipped))
+            } else {
+                messages.append(msg)
+                if skipped.isEmpty {
+                    decisions.append(messageDecision(.sent, rule: "rules_passed", msg, key: n.key, skipped: []))
+                } else {
+                    decisions.append(messageDecision(.fallbackChannel, rule: skipped[0].rule, msg, key: n.key, skipped: skipped))
+                }
+            }
+            return
+        }
+        let first = skipped[0]
+        decisions.append(messageDecision(first.reason, rule: first.rule, msg, key: n.key, skipped: skipped, channel: first.channel))
+    }
+
+    /// A held message's release time came: re-check expiry, consent and quiet hours (rules or the
+    /// profile may have changed) and publish it.
+    mutating func release(_ d: DeferredMessage) {
+        var m = d.message
+        func drop(_ reason: DecisionReason, _ rule: String) {
+            state.capHistory.removeAll { $0.messageID == m.messageID }
+            decisions.append(messageDecision(reason, rule: rule, m, key: d.instanceKey, skipped: []))
+        }
+        if clock >= m.expiresAt { drop(.suppressedExpired, "expiry"); return }
+        if let r = reachability(m.channel, transactional: m.transactional) { drop(r.reason, r.rule); return }
+        if let q = engine.quietHours.releaseTime(messageID: m.messageID, channel: m.channel, transactional: m.transactional,
+                                                 profile: profile, at: clock) {
+            if q.release >= m.expiresAt { drop(.suppressedExpired, "expiry"); return }
+            state.capHistory.removeAll { $0.messageID == m.messageID }
+            if let cap = capViolation(at: q.release, channel: m.channel, journey: m.journey, transactional: m.transactional, ignoring: []) {
+                decisions.append(messageDecision(.suppressedFrequencyCap, rule: "cap:\(cap.name)", m, key: d.instanceKey, skipped: []))
+                return
+            }
+            m.sendAfter = q.release
+            insertCapEntry(CapEntry(at: q.release, channel: m.channel, journey: m.journey, transactional: m.transactional, messageID: m.messageID))
+            insertDeferred(DeferredMessage(message: m, instanceKey: d.instanceKey, rule: q.rule))
+            decisions.append(messageDecision(.deferredQuietHours, rule: q.rule, m, key: d.instanceKey, skipped: []))
+            return
+        }
+        messages.append(m)
+        decisions.append(messageDecision(.sent, rule: "deferral_released:\(d.rule)", m, key: d.instanceKey, skipped: []))
+    }
+}

@@ -1,0 +1,684 @@
+/// How the engine's clock advances while processing a call.
+public enum Timing: Sendable, Hashable {
+    /// Live workers: every decision in the call is taken at `now` (the wall clock). Timers due
+    /// before an event's `occurred_at` still fire before that event, so event-time order holds.
+    case live
+    /// Replay: each event is processed at its own `occurred_at` and each timer at its due time
+    /// (timers fire in event time); `now` bounds the timers fired after the last event.
+    case replay
+}
+
+/// Everything one engine call produces.
+public struct EngineResult: Sendable, Hashable {
+    /// The customer's new state, to store (compare-and-set) in place of the old one.
+    public var state: CustomerState
+    /// Decisions to publish on `journey.decisions`, in the order they were taken.
+    public var decisions: [Decision]
+    /// Messages to publish on `outbound.<channel>`.
+    public var messages: [OutboundMessage]
+    /// When the engine must be called again for this customer (earliest timer or deferred release).
+    public var nextWakeUp: Timestamp?
+    /// Touchpoints skipped because their event id was already processed.
+    public var duplicateEvents: Int
+}
+
+/// A journey or rule set the engine refuses to run.
+public struct EngineConfigError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var journey: String?
+    public var message: String
+    public init(journey: String?, message: String) { self.journey = journey; self.message = message }
+    public var description: String { journey.map { "journey '\($0)': \(message)" } ?? message }
+}
+
+/// The pure journey engine: customer state + profile + touchpoints + clock in; new state,
+/// decisions, messages and the next wake-up out. No I/O, no clock, no randomness: the same inputs
+/// give byte-identical outputs.
+///
+/// Build one per configuration (it precomputes indexes) and share it across threads.
+public struct JourneyEngine: Sendable {
+    public let journeys: [JourneyDefinition]
+    public let rules: Rules
+    /// The quiet-hours evaluator (also for sender workers' send-time re-check).
+    public let quietHours: QuietHours
+    let compiled: [CompiledJourney]
+    let journeyIndex: [String: Int]
+    /// Event type → journeys (indices, ascending) that react to it.
+    let interest: [String: [Int]]
+    let maxCapWindow: Int64
+
+    /// Validates and compiles journeys and rules.
+    public init(journeys: [JourneyDefinition], rules: Rules, zones: ZoneCache = .shared) throws(EngineConfigError) {
+        var index: [String: Int] = [:]
+        var compiled: [CompiledJourney] = []
+        var interest: [String: [Int]] = [:]
+        for (n, j) in journeys.enumerated() {
+            if index[j.name] != nil { throw EngineConfigError(journey: j.name, message: "defined twice") }
+            index[j.name] = n
+            let cj = try CompiledJourney(j)
+            compiled.append(cj)
+            for t in cj.eventTypes where interest[t]?.last != n { interest[t, default: []].append(n) }
+        }
+        guard zones.isKnown(rules.defaultTimezone) else {
+            throw EngineConfigError(journey: nil, message: "unknown default timezone '\(rules.defaultTimezone)'")
+        }
+        for c in rules.frequencyCaps {
+            if c.limit < 1 { throw EngineConfigError(journey: nil, message: "cap '\(c.name)': limit must be at least 1") }
+            if c.window.milliseconds <= 0 { throw EngineConfigError(journey: nil, message: "cap '\(c.name)': window must be positive") }
+            if let j = c.journey, index[j] == nil {
+                throw EngineConfigError(journey: nil, message: "cap '\(c.name)' names unknown journey '\(j)'")
+            }
+        }
+        if rules.quietHours.spread.milliseconds < 0 { throw EngineConfigError(journey: nil, message: "spread must not be negative") }
+        self.journeys = journeys
+        self.rules = rules
+        self.quietHours = QuietHours(rules: rules.quietHours, defaultTimezone: rules.defaultTimezone, zones: zones)
+        self.compiled = compiled
+        self.journeyIndex = index
+        self.interest = interest
+        self.maxCapWindow = rules.frequencyCaps.map(\.window.milliseconds).max() ?? 0
+    }
+
+    /// Processes a batch of touchpoints for one customer (in partition order) and every timer due
+    /// up to `now`.
+    ///
+    /// - Parameters:
+    ///   - state: The customer's stored state (`CustomerState()` for a new customer).
+    ///   - customerID: The customer (touchpoints for other customers are ignored).
+    ///   - profile: The latest profile, or `nil` if none is known yet.
+    ///   - touchpoints: Events in partition order; duplicates (by event id) are skipped.
+    ///   - now: Live: the wall clock. Replay: fire timers up to here after the last event.
+    ///   - timing: ``Timing/live`` or ``Timing/replay``.
+    public func process(_ state: CustomerState, customerID: String, profile: CustomerProfile?,
+                        touchpoints: [Touchpoint], now: Timestamp, timing: Timing = .live) -> EngineResult {
+        var run = Run(engine: self, state: state, customerID: customerID, profile: profile)
+        run.clock = timing == .live ? max(now, state.clock) : state.clock
+        for e in touchpoints where e.customerID == customerID {
+            let fp = StableHash.of(e.eventID)
+            if run.state.recentEvents.contains(where: { $0.fingerprint == fp }) {
+                run.duplicates += 1
+                run.decisions.append(Decision(reason: .suppressedDuplicate, rule: "dedup:event_id", customerID: customerID,
+                                              decidedAt: run.clock, causedBy: e.eventID, detail: "event type \(e.type)"))
+                continue
+            }
+            let eventTime = timing == .live ? min(e.occurredAt, now) : e.occurredAt
+            run.fireTimers(upTo: eventTime, replay: timing == .replay)
+            if timing == .replay { run.advanceClock(to: e.occurredAt) }
+            run.base = timing == .live ? eventTime : run.clock
+            run.state.recentEvents.append(ProcessedEvent(fingerprint: fp, at: run.clock))
+            run.handle(e)
+        }
+        run.fireTimers(upTo: now, replay: timing == .replay)
+        run.flush()
+        run.compact()
+        run.prune()
+        return EngineResult(state: run.state, decisions: run.decisions, messages: run.messages,
+                            nextWakeUp: run.state.nextWakeUp, duplicateEvents: run.duplicates)
+    }
+
+    /// Fires due timers and deferred releases only (a scheduler wake-up).
+    public func wake(_ state: CustomerState, customerID: String, profile: CustomerProfile?, now: Timestamp,
+                     timing: Timing = .live) -> EngineResult {
+        process(state, customerID: customerID, profile: profile, touchpoints: [], now: now, timing: timing)
+    }
+}
+
+// MARK: - Compiled journeys
+
+struct StepLocation: Sendable, Hashable {
+    var stage: Int
+    var index: Int
+}
+
+struct CompiledJourney: Sendable {
+    let def: JourneyDefinition
+    let stageIndex: [String: Int]
+    let stepLocation: [String: StepLocation]
+    /// Whether any transition can leave the stage (otherwise finishing its steps completes the instance).
+    let stageHasOutgoing: [Bool]
+    let eventTypes: [String]
+
+    init(_ j: JourneyDefinition) throws(EngineConfigError) {
+        func fail(_ m: String) -> EngineConfigError { EngineConfigError(journey: j.name, message: m) }
+        if j.name.isEmpty { throw fail("name must not be empty") }
+        if j.stages.isEmpty { throw fail("needs at least one stage (or top-level steps)") }
+        if j.entry.isEmpty { throw fail("needs at least one entry trigger") }
+        var stageIndex: [String: Int] = [:]
+        var stepLocation: [String: StepLocation] = [:]
+        var types: [String] = []
+        for (si, s) in j.stages.enumerated() {
+            if stageIndex[s.name] != nil { throw fail("stage '\(s.name)' defined twice") }
+            stageIndex[s.name] = si
+            for (i, st) in s.steps.enumerated() {
+                if st.id.isEmpty || st.id.unicodeScalars.contains(where: { $0.value < 32 }) { throw fail("invalid step id '\(st.id)'") }
+                if stepLocation[st.id] != nil { throw fail("step '\(st.id)' defined twice") }
+                stepLocation[st.id] = StepLocation(stage: si, index: i)
+            }
+        }
+        func check(_ t: StepTarget, in stage: Int, at step: String) throws(EngineConfigError) {
+            switch t {
+            case .next, .end: break
+            case .step(let id):
+                guard let loc = stepLocation[id] else { throw fail("step '\(step)' jumps to unknown step '\(id)'") }
+                if loc.stage != stage { throw fail("step '\(step)' jumps to step '\(id)' in another stage; use a stage target") }
+            case .stage(let name):
+                if stageIndex[name] == nil { throw fail("step '\(step)' jumps to unknown stage '\(name)'") }
+            }
+        }
+        for e in j.entry { types.append(e.event.type) }
+        for (si, s) in j.stages.enumerated() {
+            for st in s.steps {
+                switch st.action {
+                case .send(let send):
+                    if send.channels.isEmpty { throw fail("send step '\(st.id)' needs at least one channel") }
+                    if send.template.isEmpty { throw fail("send step '\(st.id)' needs a template") }
+                    if let e = send.expiresAfter, e.milliseconds <= 0 { throw fail("send step '\(st.id)': expires_after must be positive") }
+                case .wait(let d):
+                    if d.milliseconds < 0 { throw fail("wait step '\(st.id)' has a negative duration") }
+                case .waitForEvent(let w):
+                    if w.timeout.milliseconds <= 0 { throw fail("wait_for step '\(st.id)' needs a positive timeout") }
+                    try check(w.onEvent, in: si, at: st.id)
+                    try check(w.onTimeout, in: si, at: st.id)
+                    types.append(w.event.type)
+                case .branch(let cases, let otherwise):
+                    for c in cases { try check(c.target, in: si, at: st.id) }
+                    try check(otherwise, in: si, at: st.id)
+                }
+            }
+        }
+        var outgoing = [Bool](repeating: false, count: j.stages.count)
+        for t in j.transitions {
+            guard let to = stageIndex[t.to] else { throw fail("transition on '\(t.on.type)' goes to unknown stage '\(t.to)'") }
+            for f in t.from where stageIndex[f] == nil { throw fail("transition on '\(t.on.type)' comes from unknown stage '\(f)'") }
+            for (si, s) in j.stages.enumerated() where si != to && (t.from.isEmpty || t.from.contains(s.name)) { outgoing[si] = true }
+            types.append(t.on.type)
+        }
+        for x in j.exits { types.append(x.on.type) }
+        if let k = j.key, k.isEmpty { throw fail("key must not be empty") }
+        self.def = j
+        self.stageIndex = stageIndex
+        self.stepLocation = stepLocation
+        self.stageHasOutgoing = outgoing
+        var seen = Set<String>()
+        self.eventTypes = types.filter { seen.insert($0).inserted }
+    }
+}
+
+// MARK: - One engine call
+
+struct SendCandidate {
+    enum Kind {
+        case new(NewSend)
+        case release(DeferredMessage)
+    }
+    var seq: Int
+    var priority: Int
+    var createdAt: Timestamp
+    var kind: Kind
+}
+
+struct NewSend {
+    var journey: String
+    var version: Int
+    var key: String
+    var stage: String
+    var step: String
+    var send: SendStep
+    var causedBy: String
+    var messageID: MessageID
+    var variables: [String: AttributeValue]
+}
+
+struct Run {
+    static let deadMarker = "\u{1}ended"
+    static let maxContextFields = 32
+    static let maxContextStringBytes = 256
+    static let maxStageVisits = 16
+
+    let engine: JourneyEngine
+    var state: CustomerState
+    let customerID: String
+    let profile: CustomerProfile?
+    var clock: Timestamp = Timestamp(milliseconds: 0)
+    /// Start of waits and timeouts set now: the event's time (live: clamped to `now`) or the due
+    /// time of the timer being fired, so "1 h after the cart was abandoned" holds despite lag.
+    var base: Timestamp = Timestamp(milliseconds: 0)
+    var decisions: [Decision] = []
+    var messages: [OutboundMessage] = []
+    var candidates: [SendCandidate] = []
+    var seq = 0
+    var duplicates = 0
+    var hasDead = false
+
+    init(engine: JourneyEngine, state: CustomerState, customerID: String, profile: CustomerProfile?) {
+        self.engine = engine; self.state = state; self.customerID = customerID; self.profile = profile
+    }
+
+    var rules: Rules { engine.rules }
+
+    /// Moves the effective clock forward (never back); sends gathered at the old clock are
+    /// arbitrated first, because they compete only with sends decided at the same instant.
+    mutating func advanceClock(to t: Timestamp) {
+        guard t > clock else { return }
+        flush()
+        clock = t
+    }
+
+    // MARK: Timers
+
+    mutating func fireTimers(upTo limit: Timestamp, replay: Bool) {
+        var guardCount = 0
+        while guardCount < 100_000 {
+            guardCount += 1
+            var bestDue: Timestamp? = nil
+            var bestInstance = -1
+            var bestDeferred = -1
+            for (i, inst) in state.instances.enumerated() {
+                if let w = inst.wakeAt, w <= limit, bestDue == nil || w < bestDue! { bestDue = w; bestInstance = i }
+            }
+            for (i, d) in state.deferred.enumerated() where d.message.sendAfter <= limit {
+                if bestDue == nil || d.message.sendAfter < bestDue! { bestDue = d.message.sendAfter; bestInstance = -1; bestDeferred = i }
+            }
+            guard let due = bestDue else { return }
+            if replay && due > clock {
+                // Settle sends of the earlier instant first; that may change what is due, so rescan.
+                advanceClock(to: due)
+                continue
+            }
+            base = replay ? clock : due
+            if bestInstance >= 0 {
+                fireInstance(bestInstance)
+            } else {
+                let d = state.deferred.remove(at: bestDeferred)
+                candidates.append(SendCandidate(seq: nextSeq(), priority: d.message.priority, createdAt: d.message.createdAt,
+                                                kind: .release(d)))
+            }
+            compact()
+        }
+    }
+
+    mutating func fireInstance(_ i: Int) {
+        let inst = state.instances[i]
+        state.instances[i].wakeAt = nil
+        guard let j = engine.journeyIndex[inst.journey] else {
+            endInstance(i, nil, reason: .journeyExited, rule: "definition:journey_missing"); return
+        }
+        let cj = engine.compiled[j]
+        guard let loc = cj.stepLocation[inst.step] else {
+            endInstance(i, cj, reason: .journeyExited, rule: "definition:step_missing"); return
+        }
+        switch cj.def.stages[loc.stage].steps[loc.index].action {
+        case .wait: continueAt(i, cj, from: loc, target: .next)
+        case .waitForEvent(let w): continueAt(i, cj, from: loc, target: w.onTimeout)
+        default: continueAt(i, cj, from: loc, target: .next)
+        }
+    }
+
+    // MARK: Events
+
+    mutating func handle(_ e: Touchpoint) {
+        guard let interested = engine.interest[e.type] else { return }
+        for j in interested {
+            let cj = engine.compiled[j]
+            let count = state.instances.count
+            for i in 0..<count where state.instances[i].journey == cj.def.name && state.instances[i].step != Run.deadMarker {
+                handleInstance(i, cj, e)
+            }
+            compact()
+            if !cj.def.exits.isEmpty && !state.deferred.isEmpty { cancelHeldAfterCompletion(cj, e) }
+            for trig in cj.def.entry where trig.event.type == e.type {
+                if eval(trig.event.filter, event: e.attributes, context: nil) && eval(trig.profile, event: nil, context: nil) {
+                    tryEnter(cj, e)
+                    break
+                }
+            }
+            compact()
+        }
+    }
+
+    /// An instance that finished its steps may still have a message held for quiet hours; an exit
+    /// event for it (same key) cancels that message too.
+    mutating func cancelHeldAfterCompletion(_ cj: CompiledJourney, _ e: Touchpoint) {
+        let name = cj.def.name
+        for x in cj.def.exits where x.on.type == e.type && eval(x.on.filter, event: e.attributes, context: nil) {
+            var keys: [String] = []
+            for d in state.deferred where d.message.journey == name && !keys.contains(d.instanceKey) {
+                if state.instances.contains(where: { $0.journey == name && $0.key == d.instanceKey }) { continue }
+                if x.on.sameKey, let k = cj.def.key, e.attributes[k]?.keyString != d.instanceKey { continue }
+                keys.append(d.instanceKey)
+            }
+            for k in keys {
+                let ghost = JourneyInstance(journey: name, version: cj.def.version, key: k, enteredAt: clock, stage: "",
+                                           stageEnteredAt: clock, stagesReached: [], step: "", wakeAt: nil,
+                                           causedBy: e.eventID, sendSequence: 0, context: [])
+                cancelDeferred(of: ghost, rule: "exit:\(e.type)")
+            }
+            return
+        }
+    }
+
+    func keyMatches(_ m: EventMatcher, _ e: Touchpoint, _ inst: JourneyInstance, _ cj: CompiledJourney) -> Bool {
+        guard m.sameKey, let k = cj.def.key else { return true }
+        return e.attributes[k]?.keyString == inst.key
+    }
+
+    func matches(_ m: EventMatcher, _ e: Touchpoint, _ inst: JourneyInstance, _ cj: CompiledJourney) -> Bool {
+        m.type == e.type && keyMatches(m, e, inst, cj) && eval(m.filter, event: e.attributes, context: nil)
+    }
+
+    mutating func handleInstance(_ i: Int, _ cj: CompiledJourney, _ e: Touchpoint) {
+        let inst = state.instances[i]
+        for x in cj.def.exits where matches(x.on, e, inst, cj) {
+            state.instances[i].causedBy = e.eventID
+            endInstance(i, cj, reason: x.converted ? .journeyConverted : .journeyExited, rule: "exit:\(e.type)")
+            return
+        }
+        if inst.wakeAt != nil, let loc = cj.stepLocation[inst.step],
+           case .waitForEvent(let w) = cj.def.stages[loc.stage].steps[loc.index].action, matches(w.event, e, inst, cj) {
+            merge(e, into: i)
+            state.instances[i].wakeAt = nil
+            continueAt(i, cj, from: loc, target: w.onEvent)
+            return
+        }
+        for t in cj.def.transitions where t.to != inst.stage && (t.from.isEmpty || t.from.contains(inst.stage)) && matches(t.on, e, inst, cj) {
+            guard let to = cj.stageIndex[t.to] else { return }
+            merge(e, into: i)
+            state.instances[i].wakeAt = nil
+            enterStage(i, cj, to, rule: "transition:\(e.type)")
+            runSteps(i, cj, stage: to, from: 0)
+            return
+        }
+    }
+
+    mutating func tryEnter(_ cj: CompiledJourney, _ e: Touchpoint) {
+        let name = cj.def.name
+        var key = ""
+        if let k = cj.def.key {
+            guard let v = e.attributes[k]?.keyString, !v.isEmpty else { return }
+            key = v
+        }
+        var active = 0
+        for inst in state.instances where inst.step != Run.deadMarker {
+            if inst.journey == name && inst.key == key { return }
+            active += 1
+        }
+        if let ended = state.ended.last(where: { $0.journey == name && $0.key == key }) {
+            guard let cooldown = cj.def.reentryCooldown else { return }
+            if clock < ended.endedAt.adding(cooldown) { return }
+        }
+        if active >= rules.maxInstancesPerCustomer { return }
+        let inst = JourneyInstance(journey: name, version: cj.def.version, key: key, enteredAt: clock,
+                                   stage: cj.def.stages[0].name, stageEnteredAt: clock, stagesReached: [], step: "",
+                                   wakeAt: nil, causedBy: e.eventID, sendSequence: 0, context: [])
+        state.instances.append(inst)
+        let i = state.instances.count - 1
+        merge(e, into: i)
+        decisions.append(lifecycle(.journeyEntered, rule: "entry:\(e.type)", state.instances[i], stage: nil))
+        bump(name, "", .entered)
+        enterStage(i, cj, 0, rule: "entry:\(e.type)")
+        runSteps(i, cj, stage: 0, from: 0)
+    }
+
+    /// Copies the event's scalar attributes into the instance context (bounded).
+    mutating func merge(_ e: Touchpoint, into i: Int) {
+        state.instances[i].causedBy = e.eventID
+        guard !e.attributes.isEmpty else { return }
+        var ctx = state.instances[i].context
+        for k in e.attributes.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            let v = e.attributes[k]!
+            guard v.isScalar else { continue }
+            if case .string(let s) = v, s.utf8.count > Run.maxContextStringBytes { continue }
+            if let idx = ctx.firstIndex(where: { $0.name == k }) { ctx[idx].value = v }
+            else if ctx.count < Run.maxContextFields { ctx.append(ContextField(name: k, value: v)) }
+        }
+        ctx.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        state.instances[i].context = ctx
+    }
+
+    // MARK: Steps
+
+    mutating func continueAt(_ i: Int, _ cj: CompiledJourney, from loc: StepLocation, target: StepTarget) {
+        switch target {
+        case .next: runSteps(i, cj, stage: loc.stage, from: loc.index + 1)
+        case .step(let id): runSteps(i, cj, stage: loc.stage, from: cj.stepLocation[id]?.index ?? Int.max)
+        case .end: finishStage(i, cj, loc.stage)
+        case .stage(let name):
+            guard let s = cj.stageIndex[name] else { finishStage(i, cj, loc.stage); return }
+            enterStage(i, cj, s, rule: "step:\(cj.def.stages[loc.stage].steps[loc.index].id)")
+            runSteps(i, cj, stage: s, from: 0)
+        }
+    }
+
+    mutating func runSteps(_ i: Int, _ cj: CompiledJourney, stage startStage: Int, from start: Int) {
+        var stage = startStage
+        var pos = start
+        var budget = 64
+        while true {
+            let steps = cj.def.stages[stage].steps
+            if pos >= steps.count { finishStage(i, cj, stage); return }
+            budget -= 1
+            if budget < 0 { endInstance(i, cj, reason: .journeyExited, rule: "loop_guard:64_steps_without_wait"); return }
+            let step = steps[pos]
+            state.instances[i].step = step.id
+            switch step.action {
+            case .send(let s):
+                enqueue(i, cj, step.id, s)
+                pos += 1
+            case .wait(let d):
+                state.instances[i].wakeAt = base.adding(d)
+                return
+            case .waitForEvent(let w):
+                state.instances[i].wakeAt = base.adding(w.timeout)
+                return
+            case .branch(let cases, let otherwise):
+                var target = otherwise
+                let ctx = state.instances[i].context
+                for c in cases where eval(c.condition, event: nil, context: ctx) { target = c.target; break }
+                switch target {
+                case .next: pos += 1
+                case .step(let id): pos = cj.stepLocation[id]?.index ?? Int.max
+                case .end: finishStage(i, cj, stage); return
+                case .stage(let name):
+                    guard let s = cj.stageIndex[name] else { finishStage(i, cj, stage); return }
+                    enterStage(i, cj, s, rule: "step:\(step.id)")
+                    stage = s; pos = 0
+                }
+            }
+        }
+    }
+
+    mutating func finishStage(_ i: Int, _ cj: CompiledJourney, _ stage: Int) {
+        state.instances[i].step = ""
+        state.instances[i].wakeAt = nil
+        if !cj.stageHasOutgoing[stage] {
+            endInstance(i, cj, reason: .journeyCompleted, rule: "steps_finished")
+        }
+    }
+
+    mutating func enterStage(_ i: Int, _ cj: CompiledJourney, _ s: Int, rule: String) {
+        let name = cj.def.stages[s].name
+        state.instances[i].stage = name
+        state.instances[i].stageEnteredAt = clock
+        state.instances[i].step = ""
+        state.instances[i].stagesReached.append(StageVisit(stage: name, at: clock))
+        if state.instances[i].stagesReached.count > Run.maxStageVisits { state.instances[i].stagesReached.removeFirst() }
+        decisions.append(lifecycle(.stageReached, rule: rule, state.instances[i], stage: name))
+        bump(cj.def.name, name, .stageReached)
+    }
+
+    mutating func endInstance(_ i: Int, _ cj: CompiledJourney?, reason: DecisionReason, rule: String) {
+        let inst = state.instances[i]
+        decisions.append(lifecycle(reason, rule: rule, inst, stage: inst.stage))
+        switch reason {
+        case .journeyConverted: bump(inst.journey, "", .converted)
+        case .journeyCompleted: bump(inst.journey, "", .completed)
+        default: bump(inst.journey, "", .exited)
+        }
+        if reason != .journeyCompleted { cancelDeferred(of: inst, rule: rule) }
+        if cj?.def.reentryCooldown != .zero {
+            state.ended.removeAll { $0.journey == inst.journey && $0.key == inst.key }
+            state.ended.append(EndedInstance(journey: inst.journey, key: inst.key, endedAt: clock))
+        }
+        state.instances[i].step = Run.deadMarker
+        state.instances[i].wakeAt = nil
+        hasDead = true
+    }
+
+    mutating func compact() {
+        guard hasDead else { return }
+        state.instances.removeAll { $0.step == Run.deadMarker }
+        hasDead = false
+    }
+
+    /// Drops messages of an exited instance that are still held for quiet hours (not yet published),
+    /// also the ones queued in this call.
+    mutating func cancelDeferred(of inst: JourneyInstance, rule: String) {
+        var kept: [DeferredMessage] = []
+        for d in state.deferred {
+            if d.message.journey == inst.journey && d.instanceKey == inst.key {
+                state.capHistory.removeAll { $0.messageID == d.message.messageID }
+                decisions.append(messageDecision(.cancelledJourneyExit, rule: rule, d.message, key: d.instanceKey, skipped: []))
+            } else { kept.append(d) }
+        }
+        state.deferred = kept
+        var keptCandidates: [SendCandidate] = []
+        for c in candidates {
+            if case .release(let d) = c.kind, d.message.journey == inst.journey && d.instanceKey == inst.key {
+                state.capHistory.removeAll { $0.messageID == d.message.messageID }
+                decisions.append(messageDecision(.cancelledJourneyExit, rule: rule, d.message, key: d.instanceKey, skipped: []))
+            } else if case .new(let n) = c.kind, n.journey == inst.journey && n.key == inst.key {
+                // Decided in this call but not yet evaluated: the customer already left the journey.
+                decisions.append(Decision(reason: .cancelledJourneyExit, rule: rule, customerID: customerID, journey: n.journey,
+                                          journeyVersion: n.version, instanceKey: n.key.isEmpty ? nil : n.key,
+                                          stage: n.stage.isEmpty ? nil : n.stage, step: n.step, messageID: n.messageID,
+                                          priority: n.send.priority, decidedAt: clock, causedBy: n.causedBy))
+            } else { keptCandidates.append(c) }
+        }
+        candidates = keptCandidates
+    }
+
+    mutating func enqueue(_ i: Int, _ cj: CompiledJourney, _ stepID: String, _ s: SendStep) {
+        let inst = state.instances[i]
+        let id = MessageID(journey: inst.journey, version: inst.version, customerID: customerID, step: stepID,
+                           causedBy: inst.causedBy, instanceKey: inst.key, sequence: inst.sendSequence)
+        state.instances[i].sendSequence += 1
+        var vars: [String: AttributeValue] = [:]
+        if let names = s.variables {
+            for n in names {
+                if n.hasPrefix("profile.") {
+                    let k = String(n.dropFirst(8))
+                    if let v = profileValue(k) { vars[k] = v }
+                } else {
+                    let k = n.hasPrefix("event.") ? String(n.dropFirst(6)) : n
+                    if let v = inst.contextValue(k) { vars[k] = v }
+                }
+            }
+        } else {
+            for f in inst.context { vars[f.name] = f.value }
+        }
+        let stageName = cj.def.stages.count == 1 && cj.def.stages[0].name == "main" ? "" : inst.stage
+        candidates.append(SendCandidate(seq: nextSeq(), priority: s.priority, createdAt: clock, kind: .new(NewSend(
+            journey: inst.journey, version: inst.version, key: inst.key, stage: stageName, step: stepID, send: s,
+            causedBy: inst.causedBy, messageID: id, variables: vars))))
+    }
+
+    mutating func nextSeq() -> Int { seq += 1; return seq }
+
+    mutating func bump(_ journey: String, _ stage: String, _ kind: FunnelCounter.Kind) {
+        if let idx = state.counters.firstIndex(where: { $0.journey == journey && $0.stage == stage && $0.kind == kind }) {
+            if state.counters[idx].count < UInt32.max { state.counters[idx].count += 1 }
+            return
+        }
+        state.counters.append(FunnelCounter(journey: journey, stage: stage, kind: kind, count: 1))
+        state.counters.sort {
+            if $0.journey != $1.journey { return $0.journey.utf8.lexicographicallyPrecedes($1.journey.utf8) }
+            if $0.stage != $1.stage { return $0.stage.utf8.lexicographicallyPrecedes($1.stage.utf8) }
+            return $0.kind < $1.kind
+        }
+    }
+
+    func lifecycle(_ reason: DecisionReason, rule: String, _ inst: JourneyInstance, stage: String?) -> Decision {
+        Decision(reason: reason, rule: rule, customerID: customerID, journey: inst.journey, journeyVersion: inst.version,
+                 instanceKey: inst.key.isEmpty ? nil : inst.key, stage: stage, step: nil, decidedAt: clock,
+                 causedBy: inst.causedBy)
+    }
+
+    func messageDecision(_ reason: DecisionReason, rule: String, _ m: OutboundMessage, key: String,
+                         skipped: [ChannelRejection], channel: Channel? = nil, detail: String? = nil) -> Decision {
+        Decision(reason: reason, rule: rule, customerID: customerID, journey: m.journey, journeyVersion: m.journeyVersion,
+                 instanceKey: key.isEmpty ? nil : key, stage: m.stage.isEmpty ? nil : m.stage, step: m.step,
+                 channel: channel ?? m.channel, messageID: m.messageID, priority: m.priority, decidedAt: clock,
+                 sendAfter: reason == .sent || reason == .fallbackChannel || reason == .deferredQuietHours ? m.sendAfter : nil,
+                 expiresAt: m.expiresAt, causedBy: m.causedBy, skipped: skipped, detail: detail)
+    }
+
+    // MARK: Conditions
+
+    func profileValue(_ name: String) -> AttributeValue? {
+        guard let p = profile else { return nil }
+        if let v = p.attributes[name] { return v }
+        switch name {
+        case "timezone": return p.timezone.map { .string($0) }
+        case "locale": return p.locale.map { .string($0) }
+        default: return nil
+        }
+    }
+
+    func eval(_ c: Condition, event: [String: AttributeValue]?, context: [ContextField]?) -> Bool {
+        for clause in c.clauses {
+            let v: AttributeValue?
+            switch clause.field {
+            case .profile(let n): v = profileValue(n)
+            case .event(let n):
+                if let event { v = event[n] }
+                else if let context { v = context.first(where: { $0.name == n })?.value }
+                else { v = nil }
+            }
+            if !Run.test(clause.predicate, v) { return false }
+        }
+        return true
+    }
+
+    static func equal(_ a: AttributeValue, _ b: AttributeValue) -> Bool {
+        if case .number(let x) = a, let y = b.numberValue { return x == y }
+        if case .number(let y) = b, let x = a.numberValue { return x == y }
+        guard let x = a.keyString, let y = b.keyString else { return a == b }
+        return x == y
+    }
+
+    static func test(_ p: Predicate, _ v: AttributeValue?) -> Bool {
+        switch p {
+        case .exists(let want):
+            if let v, v != .null { return want }
+            return !want
+        case .equals(let x): return v.map { equal($0, x) } ?? false
+        case .notEquals(let x): return !(v.map { equal($0, x) } ?? false)
+        case .oneOf(let xs): return v.map { v in xs.contains { equal(v, $0) } } ?? false
+        case .noneOf(let xs): return !(v.map { v in xs.contains { equal(v, $0) } } ?? false)
+        case .greaterThan(let x): return (v?.numberValue).map { $0 > x } ?? false
+        case .atLeast(let x): return (v?.numberValue).map { $0 >= x } ?? false
+        case .lessThan(let x): return (v?.numberValue).map { $0 < x } ?? false
+        case .atMost(let x): return (v?.numberValue).map { $0 <= x } ?? false
+        }
+    }
+
+    // MARK: Pruning
+
+    mutating func prune() {
+        state.clock = max(state.clock, clock)
+        let now = state.clock.milliseconds
+        let d = rules.dedup
+        state.recentEvents.removeAll { now - $0.at.milliseconds > d.maxAge.milliseconds }
+        if state.recentEvents.count > d.maxEvents { state.recentEvents.removeFirst(state.recentEvents.count - d.maxEvents) }
+        let horizon = now - engine.maxCapWindow
+        state.capHistory.removeAll { $0.at.milliseconds <= horizon }
+        let memory = rules.endedInstanceMemory.milliseconds
+        state.ended.removeAll { e in
+            let age = now - e.endedAt.milliseconds
+            if age > memory { return true }
+            if let j = engine.journeyIndex[e.journey], let cd = engine.compiled[j].def.reentryCooldown {
+                return age >= cd.milliseconds
+            }
+            return false
+        }
+    }
+}

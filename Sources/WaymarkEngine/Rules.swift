@@ -1,0 +1,118 @@
+/// Delivery rules from `config/rules.yaml`: quiet hours, frequency caps, consent, expiry, dedup.
+public struct Rules: Sendable, Hashable {
+    /// Zone for customers without a profile or with an unknown zone.
+    public var defaultTimezone: String
+    public var quietHours: QuietHoursRules
+    public var frequencyCaps: [FrequencyCap]
+    /// Transactional messages are neither checked against nor counted toward caps.
+    public var capsExemptTransactional: Bool
+    public var consent: ConsentRules
+    /// Message lifetime when a send step does not set one.
+    public var defaultExpiry: TimeSpan
+    public var channelOrder: ChannelOrder
+    public var dedup: DedupRules
+    /// New instances beyond this many active ones per customer are not started.
+    public var maxInstancesPerCustomer: Int
+    /// How long ended instances are remembered for re-entry cooldowns (and "never re-enter").
+    public var endedInstanceMemory: TimeSpan
+
+    public init(defaultTimezone: String = "UTC", quietHours: QuietHoursRules = QuietHoursRules(),
+                frequencyCaps: [FrequencyCap] = [], capsExemptTransactional: Bool = true,
+                consent: ConsentRules = ConsentRules(), defaultExpiry: TimeSpan = .hours(48),
+                channelOrder: ChannelOrder = .customerPreference, dedup: DedupRules = DedupRules(),
+                maxInstancesPerCustomer: Int = 32, endedInstanceMemory: TimeSpan = .days(90)) {
+        self.defaultTimezone = defaultTimezone; self.quietHours = quietHours; self.frequencyCaps = frequencyCaps
+        self.capsExemptTransactional = capsExemptTransactional; self.consent = consent
+        self.defaultExpiry = defaultExpiry; self.channelOrder = channelOrder; self.dedup = dedup
+        self.maxInstancesPerCustomer = maxInstancesPerCustomer; self.endedInstanceMemory = endedInstanceMemory
+    }
+}
+
+/// How a send step's channel list is ordered for a customer.
+public enum ChannelOrder: String, Sendable, Hashable {
+    /// Exactly the step's order.
+    case journey
+    /// The step's channels that the customer lists in `preferred_channels` first (in the customer's
+    /// order), then the remaining step channels in step order.
+    case customerPreference = "customer_preference"
+}
+
+/// Consent policy.
+public struct ConsentRules: Sendable, Hashable {
+    /// If `true`, a customer with no profile is treated as consenting on every channel and the
+    /// contact check is left to the sender. Default `false`: `suppressed_no_consent`.
+    public var allowWithoutProfile: Bool
+    /// If `false`, transactional messages skip the consent check (the contact check still applies).
+    public var transactionalRequiresConsent: Bool
+    public init(allowWithoutProfile: Bool = false, transactionalRequiresConsent: Bool = true) {
+        self.allowWithoutProfile = allowWithoutProfile
+        self.transactionalRequiresConsent = transactionalRequiresConsent
+    }
+}
+
+/// Bounds of the processed-event-id memory used for idempotency.
+public struct DedupRules: Sendable, Hashable {
+    /// At most this many recent event ids are remembered per customer (oldest dropped first).
+    public var maxEvents: Int
+    /// Ids older than this (by the engine clock) are forgotten.
+    public var maxAge: TimeSpan
+    public init(maxEvents: Int = 128, maxAge: TimeSpan = .days(7)) { self.maxEvents = maxEvents; self.maxAge = maxAge }
+}
+
+/// A local-time window `[start, end)` in minutes after midnight. `start > end` crosses midnight;
+/// `start == end` is an empty window (no quiet hours).
+public struct QuietWindow: Sendable, Hashable {
+    public var startMinute: Int
+    public var endMinute: Int
+    /// Rule name in decisions, e.g. `quiet_hours:default`, `quiet_hours:sms`.
+    public var rule: String
+    public init(startMinute: Int, endMinute: Int, rule: String) {
+        self.startMinute = startMinute; self.endMinute = endMinute; self.rule = rule
+    }
+    public var isEmpty: Bool { startMinute == endMinute }
+    /// Whether a local minute-of-day falls inside.
+    @inlinable public func contains(minuteOfDay m: Int) -> Bool {
+        if startMinute < endMinute { return m >= startMinute && m < endMinute }
+        if startMinute > endMinute { return m >= startMinute || m < endMinute }
+        return false
+    }
+    /// Length of the window in minutes (local clock).
+    public var lengthMinutes: Int { startMinute <= endMinute ? endMinute - startMinute : 1440 - startMinute + endMinute }
+}
+
+/// Quiet-hours configuration.
+public struct QuietHoursRules: Sendable, Hashable {
+    /// Window for channels without an override; `nil` = no quiet hours.
+    public var defaultWindow: QuietWindow?
+    /// Per-channel overrides; an empty window disables quiet hours for that channel.
+    public var channelWindows: [Channel: QuietWindow]
+    /// Transactional messages ignore quiet hours.
+    public var exemptTransactional: Bool
+    /// Deferred messages are released at the window end plus a stable per-message offset in
+    /// `[0, spread)`, so thousands of customers are not released in the same second.
+    public var spread: TimeSpan
+    public init(defaultWindow: QuietWindow? = nil, channelWindows: [Channel: QuietWindow] = [:],
+                exemptTransactional: Bool = true, spread: TimeSpan = .minutes(30)) {
+        self.defaultWindow = defaultWindow; self.channelWindows = channelWindows
+        self.exemptTransactional = exemptTransactional; self.spread = spread
+    }
+}
+
+/// A rolling-window frequency cap. A cap applies to a message when its `channel` (if set) and
+/// `journey` (if set) match; with neither set it is global.
+///
+/// Window semantics: a send at `t` occupies `[t, t + window)`. At most `limit` counted sends may
+/// lie in any half-open interval of length `window`, so with `limit: 1, window: 24h` a send
+/// exactly 24 h after the previous one is allowed and one 1 ms earlier is not. Deferred
+/// messages count at their planned release time from the moment they are deferred.
+public struct FrequencyCap: Sendable, Hashable {
+    /// Used in decisions as `cap:<name>`.
+    public var name: String
+    public var limit: Int
+    public var window: TimeSpan
+    public var channel: Channel?
+    public var journey: String?
+    public init(name: String, limit: Int, window: TimeSpan, channel: Channel? = nil, journey: String? = nil) {
+        self.name = name; self.limit = limit; self.window = window; self.channel = channel; self.journey = journey
+    }
+}
