@@ -53,6 +53,7 @@ let package = Package(
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(name: "WaymarkSample", swiftSettings: strict),
         .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
+        .target(name: "WaymarkIngest", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(
             name: "WaymarkControl",
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
@@ -86,6 +87,9 @@ let package = Package(
             name: "WaymarkControlTests",
             dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
+        .testTarget(
+            name: "WaymarkIngestTests",
+            dependencies: ["WaymarkIngest", "WaymarkEngine", "WaymarkSample"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
         .testTarget(
             name: "WaymarkEngineTests",
