@@ -49,7 +49,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkConfig",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(
@@ -74,7 +74,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "WaymarkKafkaTests", dependencies: ["WaymarkKafka", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkRedisTests", dependencies: ["WaymarkRedis", "WaymarkLocalStack"]),
-        .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
+        .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig", "WaymarkEngine"]),
         .testTarget(
             name: "WaymarkEngineTests",
             dependencies: ["WaymarkEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
