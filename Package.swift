@@ -48,7 +48,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkConfig",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(name: "WaymarkSample", swiftSettings: strict),
@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(
             name: "WaymarkIngestTests",
             dependencies: ["WaymarkIngest", "WaymarkEngine", "WaymarkSample"]),
-        .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig"]),
+        .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig", "WaymarkEngine"]),
         .testTarget(
             name: "WaymarkEngineTests",
             dependencies: ["WaymarkEngine", .product(name: "PropertyBased", package: "swift-property-based")]),

@@ -168,7 +168,7 @@ public enum Field: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A test on one field.
-public enum Predicate: Sendable, Hashable {
+public enum FieldMatch: Sendable, Hashable {
     case equals(AttributeValue)
     case notEquals(AttributeValue)
     case oneOf([AttributeValue])
@@ -184,6 +184,6 @@ public enum Predicate: Sendable, Hashable {
 /// One `field predicate` pair.
 public struct Clause: Sendable, Hashable {
     public var field: Field
-    public var predicate: Predicate
-    public init(_ field: Field, _ predicate: Predicate) { self.field = field; self.predicate = predicate }
+    public var predicate: FieldMatch
+    public init(_ field: Field, _ predicate: FieldMatch) { self.field = field; self.predicate = predicate }
 }

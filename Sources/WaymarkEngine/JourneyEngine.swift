@@ -645,7 +645,7 @@ struct Run {
         return x == y
     }
 
-    static func test(_ p: Predicate, _ v: AttributeValue?) -> Bool {
+    static func test(_ p: FieldMatch, _ v: AttributeValue?) -> Bool {
         switch p {
         case .exists(let want):
             if let v, v != .null { return want }
