@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
@@ -55,6 +56,11 @@ let package = Package(
         .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
         .target(name: "WaymarkIngest", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(
+            name: "WaymarkWorkers",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest", "WaymarkConfig",
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strict),
+        .target(
             name: "WaymarkControl",
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
@@ -66,7 +72,7 @@ let package = Package(
             name: "WaymarkCLI",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
-                "WaymarkControl", "WaymarkSample",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,7 +81,7 @@ let package = Package(
             name: "WaymarkBench",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
-                "WaymarkControl", "WaymarkSample",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -86,6 +92,11 @@ let package = Package(
         .testTarget(
             name: "WaymarkControlTests",
             dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
+        .testTarget(
+            name: "WaymarkWorkersTests",
+            dependencies: ["WaymarkWorkers", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
+                           "WaymarkRedis", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkSample",
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(
             name: "WaymarkIngestTests",

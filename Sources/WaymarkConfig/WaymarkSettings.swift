@@ -58,6 +58,37 @@ public struct RedisSettings: Sendable {
     public var database: Int
     public var connectTimeoutMilliseconds: Int
     public var commandTimeoutMilliseconds: Int
+    /// Prefix of every Waymark key.
+    public var keyPrefix: String
+    /// Customer shards (hash tags). Part of the data layout: never change it on a live deployment.
+    public var shards: Int
+}
+
+/// How journey workers, schedulers and senders behave (`worker:` in `config/waymark.yaml`).
+public struct WorkerSettings: Sendable {
+    /// Most records taken from Kafka per batch.
+    public var maxBatch: Int
+    /// How long a poll waits for the first record.
+    public var pollTimeoutMilliseconds: Int
+    /// Touchpoints larger than this go to the dead-letter topic as `oversize`.
+    public var maxRecordBytes: Int
+    /// `occurred_at` further in the future than this is `absurd_timestamp`.
+    public var maxFutureSkewSeconds: Int
+    /// `process`: events of customers without a profile update state (sends wait for consent);
+    /// `dead_letter`: they go to the dead-letter topic as `unknown_customer`.
+    public var unknownCustomer: UnknownCustomerPolicy
+    /// How often the scheduler looks for due timers and deferred messages.
+    public var schedulerIntervalMilliseconds: Int
+    /// Outbox entries older than this are re-published by recovery (a worker died before publishing).
+    public var outboxGraceMilliseconds: Int
+    /// Idle customers' state expires after this many days (0 = never).
+    public var stateTTLDays: Int
+    /// Recent decisions kept per customer for `waymark inspect customer`.
+    public var decisionsKept: Int
+    /// Port of the metrics and health HTTP endpoint (0 = off; each worker process needs its own).
+    public var metricsPort: Int
+
+    public enum UnknownCustomerPolicy: String, Sendable { case process, deadLetter = "dead_letter" }
 }
 
 /// Waymark's runtime settings (`config/waymark.yaml`). Validated when loaded: every error names
@@ -65,6 +96,7 @@ public struct RedisSettings: Sendable {
 public struct WaymarkSettings: Sendable {
     public var kafka: KafkaSettings
     public var redis: RedisSettings
+    public var worker: WorkerSettings
 
     public static let knownChannels: Set<String> = ["sms", "rcs", "whatsapp", "viber", "email", "push"]
 
@@ -83,7 +115,7 @@ public struct WaymarkSettings: Sendable {
     /// Parses settings from YAML text (see ``load(path:environment:)``).
     public static func parse(_ text: String, file: String, environment: [String: String] = [:]) throws -> WaymarkSettings {
         let reader = ConfigReader(file: file)
-        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis"])
+        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker"])
 
         let kafkaNode = try reader.mapping(root["kafka"] ?? Node.mapping(.init([])), "kafka", allowed: [
             "bootstrap_servers", "properties", "topics", "channels", "groups",
@@ -115,7 +147,8 @@ public struct WaymarkSettings: Sendable {
             touchpoints: try topic("touchpoints", name: "touchpoints", partitions: 6),
             customers: try topic("customers", name: "customers", partitions: 6, configs: ["cleanup.policy": "compact"]),
             decisions: try topic("decisions", name: "journey.decisions", partitions: 6),
-            deadLetter: try topic("dead_letter", name: "touchpoints.dlq", partitions: 1),
+            deadLetter: try topic("dead_letter", name: "touchpoints.dlq", partitions: 1,
+                                  configs: ["max.message.bytes": "10485760"]),
             deliveries: try topic("deliveries", name: "deliveries", partitions: 6),
             outboundPrefix: outbound.name,
             outbound: outbound,
@@ -130,6 +163,7 @@ public struct WaymarkSettings: Sendable {
 
         let redisNode = try reader.mapping(root["redis"] ?? Node.mapping(.init([])), "redis", allowed: [
             "host", "port", "username", "password_env", "database", "connect_timeout_ms", "command_timeout_ms",
+            "key_prefix", "shards",
         ])
         var redis = RedisSettings(
             host: try reader.string(redisNode, "host", "redis", default: "127.0.0.1"),
@@ -138,7 +172,12 @@ public struct WaymarkSettings: Sendable {
             password: nil,
             database: try reader.int(redisNode, "database", "redis", default: 0, range: 0...15),
             connectTimeoutMilliseconds: try reader.int(redisNode, "connect_timeout_ms", "redis", default: 2_000, range: 1...600_000),
-            commandTimeoutMilliseconds: try reader.int(redisNode, "command_timeout_ms", "redis", default: 5_000, range: 1...600_000))
+            commandTimeoutMilliseconds: try reader.int(redisNode, "command_timeout_ms", "redis", default: 5_000, range: 1...600_000),
+            keyPrefix: try reader.string(redisNode, "key_prefix", "redis", default: "wm"),
+            shards: try reader.int(redisNode, "shards", "redis", default: 256, range: 1...65_536))
+        if redis.keyPrefix.isEmpty || redis.keyPrefix.contains("{") || redis.keyPrefix.contains("}") {
+            throw reader.fail(redisNode["key_prefix"], "redis.key_prefix", "must be non-empty and contain no braces")
+        }
         if let variable = try reader.optionalString(redisNode, "password_env", "redis") {
             guard let secret = environment[variable], !secret.isEmpty else {
                 throw reader.fail(redisNode["password_env"], "redis.password_env",
@@ -153,6 +192,25 @@ public struct WaymarkSettings: Sendable {
             }
             redis.port = value
         }
-        return WaymarkSettings(kafka: kafka, redis: redis)
+        let workerNode = try reader.mapping(root["worker"] ?? Node.mapping(.init([])), "worker", allowed: [
+            "max_batch", "poll_timeout_ms", "max_record_bytes", "max_future_skew_s", "unknown_customer",
+            "scheduler_interval_ms", "outbox_grace_ms", "state_ttl_days", "decisions_kept", "metrics_port",
+        ])
+        let policyText = try reader.string(workerNode, "unknown_customer", "worker", default: "process")
+        guard let policy = WorkerSettings.UnknownCustomerPolicy(rawValue: policyText) else {
+            throw reader.fail(workerNode["unknown_customer"], "worker.unknown_customer", "expected process or dead_letter")
+        }
+        let worker = WorkerSettings(
+            maxBatch: try reader.int(workerNode, "max_batch", "worker", default: 5_000, range: 1...100_000),
+            pollTimeoutMilliseconds: try reader.int(workerNode, "poll_timeout_ms", "worker", default: 100, range: 1...60_000),
+            maxRecordBytes: try reader.int(workerNode, "max_record_bytes", "worker", default: 65_536, range: 256...10_485_760),
+            maxFutureSkewSeconds: try reader.int(workerNode, "max_future_skew_s", "worker", default: 86_400, range: 0...31_536_000),
+            unknownCustomer: policy,
+            schedulerIntervalMilliseconds: try reader.int(workerNode, "scheduler_interval_ms", "worker", default: 250, range: 10...60_000),
+            outboxGraceMilliseconds: try reader.int(workerNode, "outbox_grace_ms", "worker", default: 5_000, range: 100...3_600_000),
+            stateTTLDays: try reader.int(workerNode, "state_ttl_days", "worker", default: 400, range: 0...3_650),
+            decisionsKept: try reader.int(workerNode, "decisions_kept", "worker", default: 50, range: 0...10_000),
+            metricsPort: try reader.int(workerNode, "metrics_port", "worker", default: 9_464, range: 0...65_535))
+        return WaymarkSettings(kafka: kafka, redis: redis, worker: worker)
     }
 }

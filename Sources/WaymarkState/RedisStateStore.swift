@@ -46,6 +46,7 @@ public enum CommitOutcome: Sendable, Equatable {
 /// Errors from the state store.
 public struct StateStoreError: Error, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { "state store: \(message)" }
 }
 

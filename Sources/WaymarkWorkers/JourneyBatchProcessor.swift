@@ -1,0 +1,228 @@
+import Logging
+import WaymarkConfig
+import WaymarkEngine
+import WaymarkIngest
+import WaymarkKafka
+import WaymarkState
+
+/// What one batch produced: records to publish before the input offsets may be committed.
+public struct BatchOutput: Sendable {
+    /// Outbox records per customer (already durable in Redis; acknowledge after Kafka has them).
+    public var outbox: [(customer: String, records: [OutboxRecord])] = []
+    /// Dead-letter records (not in Redis: published before the input offsets are committed).
+    public var deadLetters: [KafkaProducerRecord] = []
+    public var stats = BatchStats()
+}
+
+/// Counters of one batch, for metrics and summaries.
+public struct BatchStats: Sendable {
+    public var touchpoints = 0
+    public var profiles = 0
+    public var staleProfiles = 0
+    public var customers = 0
+    public var deadLettered: [RejectionReason: Int] = [:]
+    public var duplicates = 0
+    public var conflicts = 0
+    public var decisions: [DecisionReason: Int] = [:]
+    public var messages = 0
+
+    mutating func add(_ other: BatchStats) {
+        touchpoints += other.touchpoints
+        profiles += other.profiles
+        staleProfiles += other.staleProfiles
+        customers += other.customers
+        duplicates += other.duplicates
+        conflicts += other.conflicts
+        messages += other.messages
+        for (k, v) in other.deadLettered { deadLettered[k, default: 0] += v }
+        for (k, v) in other.decisions { decisions[k, default: 0] += v }
+    }
+}
+
+/// Turns a batch of Kafka records into committed state changes: validates and parses records,
+/// stores profiles, loads every customer's state in one pipeline, runs the engine per customer
+/// (events in partition order), and commits all state changes with their outbox entries in one
+/// pipeline of compare-and-set scripts. Conflicting customers (another writer got there first) are
+/// reloaded and recomputed; event-id deduplication makes that safe.
+public struct JourneyBatchProcessor: Sendable {
+    public let environment: WorkerEnvironment
+    public let store: RedisStateStore
+
+    public init(environment: WorkerEnvironment, store: RedisStateStore) {
+        self.environment = environment
+        self.store = store
+    }
+
+    var kafka: KafkaSettings { environment.settings.kafka }
+
+    /// Processes `records` (any mix of touchpoints, deliveries and profiles) at `now`.
+    public func process(_ records: [KafkaConsumerRecord], now: Timestamp) async throws -> BatchOutput {
+        var output = BatchOutput()
+        var profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)] = []
+        var events: [String: [Touchpoint]] = [:]
+        var eventRecords: [String: [KafkaConsumerRecord]] = [:]  // for dead-lettering unknown customers
+        var order: [String] = []
+        let parser = environment.parser
+        for record in records {
+            if record.topic == kafka.customers.name {
+                switch parser.profile(key: record.key, value: record.value) {
+                case .success(let profile):
+                    profiles.append((profile.customerID, Array(record.value!), record.partition, record.offset))
+                case .failure(let rejection):
+                    deadLetter(record, rejection, now: now, into: &output)
+                }
+            } else {
+                switch parser.touchpoint(key: record.key, value: record.value, now: now) {
+                case .success(let touchpoint):
+                    if events[touchpoint.customerID] == nil { order.append(touchpoint.customerID) }
+                    events[touchpoint.customerID, default: []].append(touchpoint)
+                    if environment.settings.worker.unknownCustomer == .deadLetter {
+                        eventRecords[touchpoint.customerID, default: []].append(record)
+                    }
+                    output.stats.touchpoints += 1
+                case .failure(let rejection):
+                    deadLetter(record, rejection, now: now, into: &output)
+                }
+            }
+        }
+        // Profiles first, so events in the same batch see them.
+        if !profiles.isEmpty {
+            let stored = try await store.putProfiles(profiles)
+            output.stats.profiles = stored.filter { $0 }.count
+            output.stats.staleProfiles = stored.count - output.stats.profiles
+        }
+        output.stats.customers = order.count
+
+        var pending = order
+        var attempt = 0
+        while !pending.isEmpty {
+            attempt += 1
+            if attempt > 50 {
+                throw StateStoreError(message: "customers kept conflicting after 50 attempts: \(pending.count) left")
+            }
+            let loaded = try await store.load(pending)
+            var writes: [StateWrite] = []
+            var results: [(String, EngineResult)] = []
+            writes.reserveCapacity(loaded.count)
+            for stored in loaded {
+                let customer = stored.customer
+                let state: CustomerState
+                do {
+                    state = try stored.state.map { try CustomerState(decoding: $0) } ?? CustomerState()
+                } catch {
+                    // Never drop events silently: an unreadable state sends them to the DLQ.
+                    environment.logger.error("unreadable customer state", metadata: ["error": "\(error)", "state.shard": "\(store.keys.shard(of: customer))"])
+                    for record in recordsOf(customer, in: records) {
+                        deadLetter(record, Rejection(.unknownCustomer, "stored state unreadable: \(error)"), now: now, into: &output)
+                    }
+                    continue
+                }
+                let profile: CustomerProfile? = stored.profile.flatMap {
+                    if case .success(let p) = parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice($0)) { return p }
+                    return nil
+                }
+                if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter {
+                    for record in eventRecords[customer] ?? [] {
+                        deadLetter(record, Rejection(.unknownCustomer, "no profile for this customer"), now: now, into: &output)
+                    }
+                    continue
+                }
+                let result = environment.engine.process(state, customerID: customer, profile: profile,
+                                                        touchpoints: events[customer] ?? [], now: now, timing: .live)
+                writes.append(write(for: customer, version: stored.version, result: result))
+                results.append((customer, result))
+            }
+            let outcomes = try await store.commit(writes, now: now.milliseconds)
+            var conflicted: [String] = []
+            for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
+                switch outcome {
+                case .committed:
+                    if !write.outbox.isEmpty { output.outbox.append((customer, write.outbox)) }
+                    output.stats.duplicates += result.duplicateEvents
+                    output.stats.messages += result.messages.count
+                    for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
+                case .conflict:
+                    conflicted.append(customer)
+                }
+            }
+            output.stats.conflicts += conflicted.count
+            pending = conflicted
+        }
+        return output
+    }
+
+    /// Fires due timers and deferred releases for `customers` (a scheduler tick).
+    public func wake(_ customers: [String], now: Timestamp) async throws -> BatchOutput {
+        var output = BatchOutput()
+        var pending = customers
+        var attempt = 0
+        while !pending.isEmpty, attempt < 50 {
+            attempt += 1
+            let loaded = try await store.load(pending)
+            var writes: [StateWrite] = []
+            var results: [(String, EngineResult)] = []
+            for stored in loaded {
+                guard let bytes = stored.state, let state = try? CustomerState(decoding: bytes) else { continue }
+                let profile: CustomerProfile? = stored.profile.flatMap {
+                    if case .success(let p) = environment.parser.profile(key: ArraySlice(stored.customer.utf8), value: ArraySlice($0)) { return p }
+                    return nil
+                }
+                let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live)
+                writes.append(write(for: stored.customer, version: stored.version, result: result))
+                results.append((stored.customer, result))
+            }
+            let outcomes = try await store.commit(writes, now: now.milliseconds)
+            var conflicted: [String] = []
+            for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
+                if case .conflict = outcome { conflicted.append(customer); continue }
+                if !write.outbox.isEmpty { output.outbox.append((customer, write.outbox)) }
+                output.stats.messages += result.messages.count
+                for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
+            }
+            output.stats.conflicts += conflicted.count
+            pending = conflicted
+        }
+        output.stats.customers = customers.count
+        return output
+    }
+
+    private func write(for customer: String, version: Int64, result: EngineResult) -> StateWrite {
+        let key = Array(customer.utf8)
+        var outbox: [OutboxRecord] = []
+        outbox.reserveCapacity(result.messages.count + result.decisions.count)
+        for message in result.messages {
+            outbox.append(OutboxRecord(id: message.messageID.description, topic: kafka.outboundTopic(message.channel.rawValue),
+                                       key: key, value: message.jsonBytes()))
+        }
+        var decisions: [[UInt8]] = []
+        decisions.reserveCapacity(result.decisions.count)
+        for (index, decision) in result.decisions.enumerated() {
+            let json = decision.jsonBytes()
+            decisions.append(json)
+            outbox.append(OutboxRecord(id: decisionID(customer, decision, index), topic: kafka.decisions.name, key: key, value: json))
+        }
+        return StateWrite(customer: customer, expectedVersion: version, state: result.state.encoded(),
+                          nextWakeup: result.nextWakeUp?.milliseconds, outbox: outbox, decisions: decisions)
+    }
+
+    /// A stable id for a decision's outbox entry: recomputing the same batch yields the same id.
+    private func decisionID(_ customer: String, _ decision: Decision, _ index: Int) -> String {
+        var hash = StableHash()
+        hash.combine(customer)
+        hash.combine(decision.causedBy ?? "")
+        hash.combine(decision.reason.rawValue)
+        hash.combine(decision.messageID?.description ?? "")
+        hash.combine(decision.decidedAt.milliseconds)
+        hash.combine(Int64(index))
+        return "d-" + String(hash.value, radix: 16)
+    }
+
+    private func recordsOf(_ customer: String, in records: [KafkaConsumerRecord]) -> [KafkaConsumerRecord] {
+        records.filter { $0.topic != kafka.customers.name && $0.key.map { $0.elementsEqual(customer.utf8) } == true }
+    }
+
+    private func deadLetter(_ record: KafkaConsumerRecord, _ rejection: Rejection, now: Timestamp, into output: inout BatchOutput) {
+        output.deadLetters.append(.deadLetter(record, rejection: rejection, topic: kafka.deadLetter.name, at: now.milliseconds))
+        output.stats.deadLettered[rejection.reason, default: 0] += 1
+    }
+}

@@ -1,0 +1,120 @@
+import Logging
+import Metrics
+import Synchronization
+import WaymarkConfig
+import WaymarkEngine
+import WaymarkKafka
+import WaymarkRedis
+import WaymarkState
+
+/// Consumes touchpoints, delivery receipts and profiles in the journey consumer group, runs the
+/// engine, and publishes the resulting messages and decisions. Per batch:
+///
+/// 1. poll up to `worker.max_batch` records;
+/// 2. process them (``JourneyBatchProcessor``): state and outbox committed atomically in Redis;
+/// 3. publish outbox entries and dead letters, wait for Kafka's acknowledgements, clear the outbox;
+/// 4. commit the input offsets.
+///
+/// A crash anywhere replays the batch from the last committed offsets: event-id deduplication
+/// in the state makes the replay a no-op, and outbox entries written before the crash are
+/// published by outbox recovery (``Scheduler``). ``stop()`` finishes the batch in flight,
+/// commits and leaves the group.
+public final class JourneyWorker: Sendable {
+    public let environment: WorkerEnvironment
+    private let client: KafkaClientConfiguration
+    private let redis: RedisConfiguration
+    private let stopping = Mutex(false)
+    private let totals = Mutex(BatchStats())
+    private let readiness = Mutex(false)
+
+    private let eventsCounter = Counter(label: "waymark_journey_records_total")
+    private let batchTimer = Metrics.Timer(label: "waymark_journey_batch_seconds")
+    private let lagGauge = Gauge(label: "waymark_journey_batch_records")
+
+    public init(environment: WorkerEnvironment, client: KafkaClientConfiguration, redis: RedisConfiguration) {
+        self.environment = environment
+        self.client = client
+        self.redis = redis
+    }
+
+    /// Asks the worker to finish its current batch, commit and leave the group.
+    public func stop() { stopping.withLock { $0 = true } }
+
+    /// `true` once connected and subscribed, until stopping.
+    public var isReady: Bool { readiness.withLock { $0 } }
+
+    /// Everything processed so far.
+    public var stats: BatchStats { totals.withLock { $0 } }
+
+    /// Runs until ``stop()``.
+    public func run() async throws {
+        let settings = environment.settings
+        let logger = environment.logger
+        let connection = try await RedisConnection.connect(redis, logger: logger)
+        let store = environment.stateStore(connection)
+        try await store.prepare()
+        // Dead letters carry the original bytes, which may be large (the DLQ topic allows 10 MB).
+        var producerClient = client
+        producerClient.properties["message.max.bytes"] = producerClient.properties["message.max.bytes"] ?? "10485760"
+        let producer = try KafkaProducer(configuration: .init(client: producerClient), logger: logger)
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.journeyGroup), logger: logger)
+        try consumer.subscribe([settings.kafka.touchpoints.name, settings.kafka.customers.name, settings.kafka.deliveries.name])
+        let processor = JourneyBatchProcessor(environment: environment, store: store)
+        let publisher = OutboxPublisher(producer: producer, store: store, logger: logger)
+        readiness.withLock { $0 = true }
+        logger.info("journey worker running", metadata: ["kafka.group": "\(settings.kafka.journeyGroup)"])
+        defer { readiness.withLock { $0 = false } }
+
+        while !stopping.withLock({ $0 }) {
+            let batch = try await consumer.poll(maxRecords: settings.worker.maxBatch,
+                                                timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
+            if batch.isEmpty { continue }
+            let started = ContinuousClock.now
+            let now = environment.clock()
+            let output = try await publisher.retrying("process batch") { try await processor.process(batch, now: now) }
+            try await publisher.publish(output)
+            await commit(consumer, batch, logger: logger)
+            totals.withLock { $0.add(output.stats) }
+            record(output.stats, records: batch.count, elapsed: ContinuousClock.now - started)
+        }
+        logger.info("journey worker stopping: leaving the group")
+        await consumer.close()
+        await producer.close()
+        await connection.close()
+    }
+
+    /// Commits the next offsets of `batch`. A failure after a rebalance is harmless (the new owner
+    /// reprocesses from the last commit, and replays are no-ops), so it is logged, not retried forever.
+    private func commit(_ consumer: KafkaConsumer, _ batch: [KafkaConsumerRecord], logger: Logger) async {
+        let offsets = Self.nextOffsets(batch)
+        for attempt in 1...5 {
+            do {
+                try await consumer.commit(offsets)
+                return
+            } catch {
+                logger.warning("offset commit failed", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                try? await Task.sleep(for: .milliseconds(100 * attempt))
+            }
+        }
+    }
+
+    /// The next offset to read per partition after `batch`.
+    public static func nextOffsets(_ batch: [KafkaConsumerRecord]) -> [KafkaTopicPartitionOffset] {
+        var next: [KafkaTopicPartition: Int64] = [:]
+        for record in batch { next[record.topicPartition] = max(next[record.topicPartition] ?? 0, record.offset + 1) }
+        return next.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) }
+    }
+
+    private func record(_ stats: BatchStats, records: Int, elapsed: Duration) {
+        eventsCounter.increment(by: records)
+        batchTimer.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        lagGauge.record(records)
+        for (reason, count) in stats.decisions {
+            Counter(label: "waymark_decisions_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
+        }
+        for (reason, count) in stats.deadLettered {
+            Counter(label: "waymark_dead_letters_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
+        }
+        if stats.conflicts > 0 { Counter(label: "waymark_state_conflicts_total").increment(by: stats.conflicts) }
+    }
+}

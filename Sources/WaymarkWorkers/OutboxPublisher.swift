@@ -1,0 +1,87 @@
+import Logging
+import WaymarkKafka
+import WaymarkState
+
+/// Publishes outbox entries and dead letters to Kafka, waits for every acknowledgement, then removes
+/// the acknowledged entries from the Redis outbox. Retries until Kafka accepts everything: offsets
+/// are only committed after this returns, so nothing decided is ever lost.
+public struct OutboxPublisher: Sendable {
+    public let producer: KafkaProducer
+    public let store: RedisStateStore
+    public let logger: Logger
+    /// Stop retrying (and throw) once this returns `true`, for example after a hard shutdown deadline.
+    public var giveUp: @Sendable () -> Bool = { false }
+
+    public init(producer: KafkaProducer, store: RedisStateStore, logger: Logger) {
+        self.producer = producer
+        self.store = store
+        self.logger = logger
+    }
+
+    /// Bytes kept of a record the broker refuses as too large.
+    static let truncatedSize = 256 * 1024
+
+    /// Publishes `output`'s records; returns once all are acknowledged and the outbox is cleared.
+    public func publish(_ output: BatchOutput) async throws {
+        var records: [KafkaProducerRecord] = output.deadLetters
+        for (_, entries) in output.outbox {
+            for entry in entries { records.append(KafkaProducerRecord(topic: entry.topic, key: entry.key, value: entry.value)) }
+        }
+        try await publishAll(records)
+        let acknowledgements = output.outbox.map { (customer: $0.customer, ids: $0.records.map(\.id)) }
+        try await retrying("outbox acknowledge") { try await store.acknowledge(acknowledgements) }
+    }
+
+    /// Produces `records`, re-sending the failed ones with backoff until all are acknowledged.
+    func publishAll(_ records: [KafkaProducerRecord]) async throws {
+        var pending = records
+        var backoff = Duration.milliseconds(50)
+        while !pending.isEmpty {
+            let reports: [KafkaDeliveryReport]
+            do {
+                reports = try await producer.send(pending)
+            } catch {
+                if giveUp() { throw error }
+                logger.warning("publish failed; retrying", metadata: ["error": "\(error)", "records": "\(pending.count)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+                continue
+            }
+            var failed = zip(pending, reports).filter { $0.1.error != nil }
+            if failed.isEmpty { return }
+            // Too large for the broker is permanent: keep the evidence, truncated, instead of retrying forever.
+            failed = failed.map { record, report in
+                guard report.error?.codeName == "MSG_SIZE_TOO_LARGE", let value = record.value, value.count > Self.truncatedSize else {
+                    return (record, report)
+                }
+                logger.error("record too large for the broker; publishing a truncated copy", metadata: [
+                    "kafka.topic": "\(record.topic)", "bytes": "\(value.count)",
+                ])
+                var smaller = record
+                smaller.value = Array(value.prefix(Self.truncatedSize))
+                smaller.headers.append(KafkaHeader(name: "x-waymark-truncated-from", string: String(value.count)))
+                return (smaller, report)
+            }
+            if giveUp() { throw failed[0].1.error! }
+            logger.warning("records not acknowledged; retrying", metadata: [
+                "error": "\(failed[0].1.error!)", "records": "\(failed.count)",
+            ])
+            pending = failed.map(\.0)
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// Runs `body`, retrying with backoff while it throws (Redis briefly unavailable).
+    func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var backoff = Duration.milliseconds(50)
+        while true {
+            do { return try await body() } catch {
+                if giveUp() || Task.isCancelled { throw error }
+                logger.warning("\(what) failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+}

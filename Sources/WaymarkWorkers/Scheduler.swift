@@ -1,0 +1,100 @@
+import Logging
+import Metrics
+import Synchronization
+import WaymarkEngine
+import WaymarkKafka
+import WaymarkRedis
+import WaymarkState
+
+/// Releases due timers and deferred messages, and re-publishes outbox entries left behind by
+/// crashed workers.
+///
+/// Every `worker.scheduler_interval_ms` it asks each shard's due index for customers whose next
+/// wake-up has passed, runs the engine's wake-up for them and commits with compare-and-set, so
+/// several schedulers can run at once: a release committed by one is seen as already done by the
+/// others. A burst at the end of quiet hours arrives pre-spread (the engine offsets each release by
+/// its message id hash within the configured spread).
+public final class Scheduler: Sendable {
+    public let environment: WorkerEnvironment
+    private let client: KafkaClientConfiguration
+    private let redis: RedisConfiguration
+    private let stopping = Mutex(false)
+    private let totals = Mutex(SchedulerStats())
+
+    /// Counters of what the scheduler did.
+    public struct SchedulerStats: Sendable {
+        public var wakeUps = 0
+        public var released = 0
+        public var recoveredRecords = 0
+        public var ticks = 0
+    }
+
+    public init(environment: WorkerEnvironment, client: KafkaClientConfiguration, redis: RedisConfiguration) {
+        self.environment = environment
+        self.client = client
+        self.redis = redis
+    }
+
+    public func stop() { stopping.withLock { $0 = true } }
+    public var stats: SchedulerStats { totals.withLock { $0 } }
+
+    /// Runs until ``stop()``.
+    public func run() async throws {
+        let logger = environment.logger
+        let connection = try await RedisConnection.connect(redis, logger: logger)
+        let store = environment.stateStore(connection)
+        try await store.prepare()
+        let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
+        let processor = JourneyBatchProcessor(environment: environment, store: store)
+        let publisher = OutboxPublisher(producer: producer, store: store, logger: logger)
+        let interval = Duration.milliseconds(environment.settings.worker.schedulerIntervalMilliseconds)
+        logger.info("scheduler running", metadata: ["interval.ms": "\(environment.settings.worker.schedulerIntervalMilliseconds)"])
+        var tick = 0
+        while !stopping.withLock({ $0 }) {
+            let started = ContinuousClock.now
+            do {
+                try await self.tick(store: store, processor: processor, publisher: publisher, recover: tick % 4 == 0)
+            } catch {
+                logger.warning("scheduler tick failed; retrying next tick", metadata: ["error": "\(error)"])
+            }
+            tick += 1
+            let elapsed = ContinuousClock.now - started
+            if elapsed < interval { try? await Task.sleep(for: interval - elapsed) }
+        }
+        await producer.close()
+        await connection.close()
+    }
+
+    /// One pass: release everything due now; every few ticks, recover orphaned outbox entries.
+    public func tick(store: RedisStateStore, processor: JourneyBatchProcessor, publisher: OutboxPublisher, recover: Bool) async throws {
+        let now = environment.clock()
+        let due = try await store.dueCustomers(now: now.milliseconds, limitPerShard: 500)
+        var released = 0
+        for chunk in stride(from: 0, to: due.count, by: 2_000) {
+            let customers = due[chunk..<min(chunk + 2_000, due.count)].map(\.customer)
+            let output = try await processor.wake(customers, now: now)
+            try await publisher.publish(output)
+            released += output.stats.messages
+        }
+        var recovered = 0
+        if recover {
+            let grace = Int64(environment.settings.worker.outboxGraceMilliseconds)
+            let pending = try await store.pendingOutbox(before: now.milliseconds - grace)
+            if !pending.isEmpty {
+                var output = BatchOutput()
+                output.outbox = pending
+                recovered = pending.reduce(0) { $0 + $1.records.count }
+                environment.logger.notice("re-publishing outbox entries left by a stopped worker", metadata: ["records": "\(recovered)"])
+                try await publisher.publish(output)
+            }
+        }
+        if released > 0 { Counter(label: "waymark_scheduler_released_total").increment(by: released) }
+        if recovered > 0 { Counter(label: "waymark_outbox_recovered_total").increment(by: recovered) }
+        totals.withLock {
+            $0.ticks += 1
+            $0.wakeUps += due.count
+            $0.released += released
+            $0.recoveredRecords += recovered
+        }
+    }
+}

@@ -1,0 +1,48 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import WaymarkConfig
+import WaymarkRedis
+import WaymarkEngine
+import WaymarkIngest
+import WaymarkState
+
+/// What every worker needs besides its connections: topics, rules, limits and the clock.
+public struct WorkerEnvironment: Sendable {
+    public var settings: WaymarkSettings
+    public var engine: JourneyEngine
+    public var keys: KeySpace
+    public var parser: RecordParser
+    /// The clock. Live workers use the wall clock; tests inject their own.
+    public var clock: @Sendable () -> Timestamp
+    public var logger: Logger
+
+    public init(settings: WaymarkSettings, engine: JourneyEngine, clock: @escaping @Sendable () -> Timestamp = WallClock.now,
+                logger: Logger = Logger(label: "waymark.worker")) {
+        self.settings = settings
+        self.engine = engine
+        self.keys = KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards)
+        self.parser = RecordParser(limits: IngestLimits(
+            maxBytes: settings.worker.maxRecordBytes,
+            maxFutureSkew: .seconds(Int64(settings.worker.maxFutureSkewSeconds))))
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// A state store on `connection` with this environment's key space and retention.
+    public func stateStore(_ connection: RedisConnection) -> RedisStateStore {
+        RedisStateStore(connection: connection, keys: keys, stateTTLSeconds: settings.worker.stateTTLDays * 86_400,
+                        decisionsKept: settings.worker.decisionsKept)
+    }
+}
+
+/// The wall clock in milliseconds.
+public enum WallClock {
+    @Sendable public static func now() -> Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(milliseconds: Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000)
+    }
+}
+
