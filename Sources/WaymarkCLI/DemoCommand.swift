@@ -3,19 +3,24 @@ import Foundation
 import Logging
 import WaymarkConfig
 import WaymarkControl
+import WaymarkEngine
 import WaymarkKafka
 import WaymarkLocalStack
 import WaymarkRedis
 import WaymarkSample
+import WaymarkWorkers
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run Waymark on a local broker and Redis with a generated retail day, then print a summary.",
+        abstract: "Run Waymark on a local broker and Redis through a generated retail day, then print a summary.",
         discussion: """
             Starts redis-server and the Tansu broker on free loopback ports, creates the topics declared \
-            in the settings, streams a generated day of a retailer (customers in several time zones, web \
-            sessions, carts, store purchases, support cases, loyalty) through the Kafka and Redis clients, \
-            prints throughput, and stops everything it started.
+            in the settings, starts a journey worker and a scheduler, and streams a generated day of a \
+            retailer (customers in nine time zones: web sessions, carts, abandoned carts, purchases, store \
+            purchases, support cases, loyalty) through them. Time is simulated: the workers' clock follows \
+            the stream in 15-minute steps and then runs three more days so waits and quiet-hour deferrals \
+            come due. Prints messages per channel, decisions by reason and journey funnels, read back from \
+            Kafka, then stops everything it started.
 
             Examples:
               waymark demo
@@ -23,97 +28,142 @@ struct Demo: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
     @Option(help: "Customers in the generated day.") var customers = 3_000
     @Option(help: "Seed of the generated day (same seed, same day).") var seed: UInt64 = 42
 
     func run() async throws {
         global.bootstrapLogging()
         var settings = try WaymarkSettings.load(path: global.config)
-        print("Waymark demo — librdkafka \(KafkaLibrary.versionString)")
+        let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
+        print("Waymark demo — librdkafka \(KafkaLibrary.versionString), \(engine.journeys.count) journeys from \(journeys)/")
         let stack = try await LocalStack.start()
         defer { stack.stop() }
         settings.kafka.bootstrapServers = stack.kafka!.bootstrapServers
         settings.redis.port = stack.redis!.port
+        settings.worker.schedulerIntervalMilliseconds = 20
         print("Local stack: broker 127.0.0.1:\(stack.kafka!.port) (pid \(stack.kafka!.process.pid ?? 0)), "
               + "redis 127.0.0.1:\(stack.redis!.port) (pid \(stack.redis!.process.pid ?? 0))")
 
-        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                              properties: settings.kafka.properties.merging(KafkaClientConfiguration.localTuning) { mine, _ in mine })
+        let client = KafkaClientConfiguration(
+            bootstrapServers: settings.kafka.bootstrapServers,
+            properties: settings.kafka.properties.merging(KafkaClientConfiguration.localTuning) { mine, _ in mine })
         let admin = try KafkaAdmin(client: client)
         let changes = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
         print("Topics: \(changes.filter { $0.action == .created }.count) created from \(global.config)")
 
         let day = RetailDay(seed: seed, customers: customers).generate()
-        let touchpoints = day.filter { $0.kind == .touchpoint }
         let profiles = day.filter { $0.kind == .profile }
+        let touchpoints = day.filter { $0.kind == .touchpoint }
         print("Generated day: \(customers) customers, \(profiles.count) profiles, \(touchpoints.count) touchpoints")
 
-        // Produce: profiles to the compacted customers topic, touchpoints keyed by customer.
+        let clock = ManualClock(Timestamp(milliseconds: touchpoints.first?.timestamp ?? 0))
+        var logger = Logger(label: "waymark.demo")
+        logger.logLevel = global.logLevel
+        let environment = WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
+        let redis = RedisConfiguration(host: settings.redis.host, port: settings.redis.port)
+        let worker = JourneyWorker(environment: environment, client: client, redis: redis)
+        let scheduler = Scheduler(environment: environment, client: client, redis: redis)
+        let services = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await worker.run() }
+                group.addTask { try await scheduler.run() }
+                try await group.waitForAll()
+            }
+        }
+
         let producer = try KafkaProducer(configuration: .init(client: client))
-        let produceStart = ContinuousClock.now
         try await producer.sendAll(profiles.map {
             KafkaProducerRecord(topic: settings.kafka.customers.name, key: Array($0.key.utf8), value: $0.value, timestamp: $0.timestamp)
         })
-        try await producer.sendAll(touchpoints.map {
-            KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array($0.key.utf8), value: $0.value, timestamp: $0.timestamp)
-        })
-        let produceTime = ContinuousClock.now - produceStart
+        try await waitFor("profiles") { worker.stats.profiles + worker.stats.staleProfiles >= profiles.count }
 
-        // Consume in the journey group, count per customer in Redis (pipelined), commit after each batch.
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.journeyGroup))
-        try consumer.subscribe([settings.kafka.touchpoints.name])
-        let redis = try await RedisConnection.connect(RedisConfiguration(host: settings.redis.host, port: settings.redis.port))
-        var consumed = 0, redisCommands = 0
-        var redisTime = Duration.zero
-        let consumeStart = ContinuousClock.now
-        var firstRecordAt: ContinuousClock.Instant?
-        while consumed < touchpoints.count, ContinuousClock.now - consumeStart < .seconds(60) {
-            let batch = try await consumer.poll(maxRecords: 5_000, timeout: .milliseconds(200))
-            if batch.isEmpty { continue }
-            if firstRecordAt == nil { firstRecordAt = ContinuousClock.now }
-            let commands = batch.map { record in
-                RedisCommand("HINCRBY", "wm:{\(String(decoding: record.key ?? [], as: UTF8.self))}:demo", "events", 1)
+        // Walk through the day in 15-minute steps: produce the step's events, let the worker take them
+        // and the scheduler release what came due.
+        let step: Int64 = 15 * 60_000
+        let start = ContinuousClock.now
+        var sent = 0
+        var sliceStart = touchpoints.first?.timestamp ?? 0
+        print("Streaming the day", terminator: "")
+        while sent < touchpoints.count {
+            let sliceEnd = sliceStart + step
+            var slice: [KafkaProducerRecord] = []
+            while sent < touchpoints.count, touchpoints[sent].timestamp < sliceEnd {
+                let t = touchpoints[sent]
+                slice.append(KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array(t.key.utf8), value: t.value, timestamp: t.timestamp))
+                sent += 1
             }
-            let t0 = ContinuousClock.now
-            _ = try await redis.pipeline(commands)
-            redisTime += ContinuousClock.now - t0
-            redisCommands += commands.count
-            try await consumer.commit(nextOffsets(batch))
-            consumed += batch.count
+            clock.set(Timestamp(milliseconds: sliceEnd))
+            try await producer.sendAll(slice)
+            let target = sent
+            try await waitFor("touchpoints") { worker.stats.touchpoints + worker.stats.deadLettered.values.reduce(0, +) >= target }
+            try await schedulerPass(scheduler)
+            sliceStart = sliceEnd
+            if (sliceEnd / step) % 8 == 0 { printProgressDot() }
         }
-        let consumeTime = ContinuousClock.now - (firstRecordAt ?? consumeStart)
-        await consumer.close()
+        let streamed = ContinuousClock.now - start
+        print(" done")
+        // Three more days in 30-minute steps: reminders, follow-ups and quiet-hour releases come due.
+        print("Letting three more days pass", terminator: "")
+        for i in 1...(3 * 48) {
+            clock.set(Timestamp(milliseconds: sliceStart + Int64(i) * 30 * 60_000))
+            try await schedulerPass(scheduler)
+            if i % 12 == 0 { printProgressDot() }
+        }
+        print(" done")
+        worker.stop()
+        scheduler.stop()
+        try await services.value
         await producer.close()
 
-        let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: [settings.kafka.touchpoints.name])
-        let keys = try await redis.send(RedisCommand("DBSIZE")).integer ?? 0
-        await redis.close()
-
-        var byType: [String: Int] = [:]
-        for record in touchpoints { byType[record.type, default: 0] += 1 }
-        print("")
-        print(table([["TOUCHPOINT TYPE", "COUNT"]] + byType.sorted { $0.value > $1.value }.map { [$0.key, "\($0.value)"] }))
-        print("")
-        print(table([
-            ["STEP", "RECORDS", "SECONDS", "RATE/S"],
-            ["produce (acks=all, idempotent)", "\(day.count)", String(format: "%.3f", produceTime.seconds), human(Double(day.count) / produceTime.seconds)],
-            ["consume + commit per batch", "\(consumed)", String(format: "%.3f", consumeTime.seconds), human(Double(consumed) / consumeTime.seconds)],
-            ["redis pipelined HINCRBY", "\(redisCommands)", String(format: "%.3f", redisTime.seconds), human(Double(redisCommands) / redisTime.seconds)],
-        ]))
-        print("")
-        print("Consumer group \(settings.kafka.journeyGroup): lag \(lag.map(\.lag).reduce(0, +)) across \(lag.count) partitions; "
-              + "Redis holds \(keys) customer keys.")
-        if consumed != touchpoints.count {
-            print("ERROR: consumed \(consumed) of \(touchpoints.count) touchpoints")
-            throw ExitCode(1)
+        // Read the results back from Kafka.
+        var summary = DecisionSummary()
+        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+            if let value = record.value { summary.add(value) }
         }
+        var outbound: [String: Int] = [:]
+        for channel in settings.kafka.channels {
+            outbound[channel] = try await readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin).count
+        }
+        let deadLetters = try await readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
+        let stats = worker.stats
+        print("")
+        print(summary.render())
+        print("")
+        print("Outbound topics: " + settings.kafka.channels.map { "\(settings.kafka.outboundTopic($0)) \(outbound[$0] ?? 0)" }.joined(separator: ", "))
+        print("Dead letters: \(deadLetters); duplicate events skipped: \(stats.duplicates); state conflicts retried: \(stats.conflicts)")
+        print("Scheduler: \(scheduler.stats.wakeUps) wake-ups, \(scheduler.stats.released) messages released from waits and quiet hours")
+        print(String(format: "Throughput: %d touchpoints through Kafka → journey worker → Redis → Kafka in %.2f s wall (%.0f/s, paced by the simulated clock)",
+                     touchpoints.count, streamed.seconds, Double(touchpoints.count) / streamed.seconds))
         print("Stopping local stack.")
     }
-}
 
-/// The next offset to read per partition after `batch`.
-func nextOffsets(_ batch: [KafkaConsumerRecord]) -> [KafkaTopicPartitionOffset] {
-    var next: [KafkaTopicPartition: Int64] = [:]
-    for record in batch { next[record.topicPartition] = max(next[record.topicPartition] ?? 0, record.offset + 1) }
-    return next.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) }
+    private func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            if ContinuousClock.now > deadline { throw ValidationError("timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// Waits until the scheduler has completed a full pass after the clock moved.
+    private func schedulerPass(_ scheduler: Scheduler) async throws {
+        let ticks = scheduler.stats.ticks
+        try await waitFor("scheduler") { scheduler.stats.ticks >= ticks + 2 }
+    }
+
+    private func readAll(_ topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin) async throws -> [KafkaConsumerRecord] {
+        let ends = try await admin.endOffsets(topics: [topic])
+        let total = ends.values.reduce(Int64(0)) { $0 + $1.high - $1.low }
+        if total == 0 { return [] }
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign(ends.keys.map { KafkaTopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: KafkaOffset.beginning) })
+        var records: [KafkaConsumerRecord] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        while records.count < total, ContinuousClock.now < deadline {
+            records += try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(200))
+        }
+        await consumer.close()
+        return records
+    }
 }

@@ -33,3 +33,9 @@ func human(_ value: Double) -> String {
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
+
+/// Prints a progress dot immediately (stdout is line-buffered when not a terminal).
+func printProgressDot() {
+    print(".", terminator: "")
+    fflush(nil)  // all streams: `stdout` itself is not concurrency-safe to name in Swift 6
+}

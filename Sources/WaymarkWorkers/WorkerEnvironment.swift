@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Synchronization
 import WaymarkConfig
 import WaymarkRedis
 import WaymarkEngine
@@ -46,3 +47,11 @@ public enum WallClock {
     }
 }
 
+
+/// A clock moved by hand: simulations (`waymark demo` walks through a generated day) and tests.
+public final class ManualClock: Sendable {
+    private let value: Mutex<Int64>
+    public init(_ start: Timestamp) { value = Mutex(start.milliseconds) }
+    public var now: Timestamp { Timestamp(milliseconds: value.withLock { $0 }) }
+    public func set(_ time: Timestamp) { value.withLock { $0 = time.milliseconds } }
+}

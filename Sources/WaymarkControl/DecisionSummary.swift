@@ -1,0 +1,92 @@
+import Foundation
+
+/// Aggregates `journey.decisions` records: outcomes by reason and channel, and per-journey funnels.
+public struct DecisionSummary: Sendable, Codable {
+    /// Journey funnel: instances entered, per stage reached, converted, exited, completed.
+    public struct Funnel: Sendable, Codable {
+        public var journey: String
+        public var entered = 0
+        /// Stage name → instances that reached it, in first-seen order in ``stageOrder``.
+        public var stages: [String: Int] = [:]
+        public var stageOrder: [String] = []
+        public var converted = 0
+        public var exited = 0
+        public var completed = 0
+        /// Instances neither converted, exited nor completed (still running or dropped off).
+        public var open: Int { max(entered - converted - exited - completed, 0) }
+    }
+
+    public var decisions = 0
+    public var byReason: [String: Int] = [:]
+    /// Messages decided for sending (sent + fallback_channel + released deferrals) per channel.
+    public var sentByChannel: [String: Int] = [:]
+    public var funnels: [String: Funnel] = [:]
+    public var customers = Set<String>()
+
+    public init() {}
+
+    /// Adds one decision JSON document; non-JSON input is ignored.
+    public mutating func add(_ bytes: some Collection<UInt8>) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              let reason = object["reason"] as? String else { return }
+        decisions += 1
+        byReason[reason, default: 0] += 1
+        if let customer = object["customer_id"] as? String { customers.insert(customer) }
+        if reason == "sent" || reason == "fallback_channel", let channel = object["channel"] as? String {
+            sentByChannel[channel, default: 0] += 1
+        }
+        guard let journey = object["journey"] as? String else { return }
+        var funnel = funnels[journey] ?? Funnel(journey: journey)
+        switch reason {
+        case "journey_entered": funnel.entered += 1
+        case "stage_reached":
+            if let stage = object["stage"] as? String {
+                if funnel.stages[stage] == nil { funnel.stageOrder.append(stage) }
+                funnel.stages[stage, default: 0] += 1
+            }
+        case "journey_converted": funnel.converted += 1
+        case "journey_exited": funnel.exited += 1
+        case "journey_completed": funnel.completed += 1
+        default: break
+        }
+        funnels[journey] = funnel
+    }
+
+    /// A readable report with bar charts.
+    public func render(width: Int = 40) -> String {
+        var lines: [String] = []
+        func bar(_ value: Int, _ max: Int) -> String {
+            guard max > 0 else { return "" }
+            return String(repeating: "█", count: Int((Double(value) / Double(max) * Double(width)).rounded()))
+        }
+        lines.append("Messages decided for sending, by channel:")
+        let channelMax = sentByChannel.values.max() ?? 0
+        for (channel, count) in sentByChannel.sorted(by: { ($0.value, $1.key) > ($1.value, $0.key) }) {
+            lines.append("  \(channel.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(count).leftAligned(7)) \(bar(count, channelMax))")
+        }
+        lines.append("")
+        lines.append("Decisions by reason (\(decisions) decisions, \(customers.count) customers):")
+        let reasonMax = byReason.values.max() ?? 0
+        for (reason, count) in byReason.sorted(by: { ($0.value, $1.key) > ($1.value, $0.key) }) {
+            lines.append("  \(reason.padding(toLength: 26, withPad: " ", startingAt: 0)) \(String(count).leftAligned(7)) \(bar(count, reasonMax))")
+        }
+        for journey in funnels.keys.sorted() {
+            let f = funnels[journey]!
+            lines.append("")
+            let rate = f.entered > 0 ? String(format: "%.1f%%", Double(f.converted) * 100 / Double(f.entered)) : "-"
+            lines.append("Funnel \(journey): entered \(f.entered), converted \(f.converted) (\(rate)), exited \(f.exited), completed \(f.completed), open \(f.open)")
+            let top = max(f.entered, f.stages.values.max() ?? 0)
+            lines.append("  \("entered".padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(f.entered).leftAligned(7)) \(bar(f.entered, top))")
+            for stage in f.stageOrder {
+                let n = f.stages[stage]!
+                lines.append("  \(stage.padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(n).leftAligned(7)) \(bar(n, top))")
+            }
+            lines.append("  \("converted".padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(f.converted).leftAligned(7)) \(bar(f.converted, top))")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    func leftAligned(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}
