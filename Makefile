@@ -4,12 +4,13 @@ SWIFT ?= swift
 RELEASE_FLAGS := -c release
 BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: setup build run test bench clean reap help
+.PHONY: setup build run test bench crash-test clean reap help
 
 help:
 	@echo "make run    - local broker + Redis, generated retail day through Waymark, summary"
 	@echo "make test   - the whole test suite against a real redis-server and Tansu broker"
 	@echo "make bench  - benchmarks (release build); results in bench-results/results.jsonl"
+	@echo "make crash-test - full-size crash test: 200k events, kill -9 and SIGSTOP (release build)"
 	@echo "make setup  - install dependencies only (idempotent)"
 
 setup:
@@ -27,6 +28,10 @@ test: setup
 bench: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
 	"$(BIN_RELEASE)/waymark-bench" clients
+
+crash-test: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark --product waymark-bench
+	"$(BIN_RELEASE)/waymark-bench" crash --events 200000 --rate 10000 --kills 5
 
 reap:
 	@bash deploy/scripts/reap.sh

@@ -65,6 +65,11 @@ let package = Package(
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
+            name: "WaymarkChaos",
+            dependencies: ["WaymarkLocalStack", "WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest",
+                           "WaymarkConfig", "WaymarkControl", "WaymarkSample", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .target(
             name: "WaymarkLocalStack",
             dependencies: [.product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
@@ -81,7 +86,7 @@ let package = Package(
             name: "WaymarkBench",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
-                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest", "WaymarkChaos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -94,7 +99,7 @@ let package = Package(
             dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
         .testTarget(
             name: "WaymarkWorkersTests",
-            dependencies: ["WaymarkWorkers", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
+            dependencies: ["WaymarkWorkers", "WaymarkChaos", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
                            "WaymarkRedis", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkSample",
                            .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),

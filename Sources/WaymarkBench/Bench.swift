@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import WaymarkChaos
 import WaymarkKafka
 import WaymarkLocalStack
 import WaymarkRedis
@@ -18,7 +19,7 @@ struct WaymarkBench: AsyncParsableCommand {
               waymark-bench clients                 # Kafka produce/consume and Redis pipeline rates
               waymark-bench clients --messages 1000000
             """,
-        subcommands: [Clients.self])
+        subcommands: [Clients.self, Crash.self])
 }
 
 /// One measured figure.
@@ -31,7 +32,7 @@ struct Measurement: Codable {
 }
 
 /// Prints measurements as a table and appends them to bench-results/results.jsonl.
-func report(_ measurements: [Measurement]) throws {
+func appendResults(_ measurements: [Measurement]) throws {
     let widths = [38, 14, 10]
     print("BENCHMARK".padding(toLength: widths[0], withPad: " ", startingAt: 0) + "VALUE".padding(toLength: widths[1], withPad: " ", startingAt: 0) + "UNIT".padding(toLength: widths[2], withPad: " ", startingAt: 0) + "DETAIL")
     for m in measurements {
@@ -82,7 +83,7 @@ struct Clients: AsyncParsableCommand {
             results += try await kafka(stack.kafka!.bootstrapServers)
             results += try await redis(port: stack.redis!.port)
         }
-        try report(results)
+        try appendResults(results)
     }
 
     func kafka(_ bootstrap: String) async throws -> [Measurement] {
@@ -179,5 +180,45 @@ struct Clients: AsyncParsableCommand {
             Measurement(benchmark: "redis", metric: "SET pipelined", value: Double(sets) / setTime.seconds,
                         unit: "cmd/s", detail: "\(sets) commands, 1000 per pipeline"),
         ]
+    }
+}
+
+struct Crash: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Crash test: stream events through worker processes while killing and pausing things; audit the result.",
+        discussion: """
+            Exits non-zero if any event is missing from state, any message was decided twice with different \
+            effects, or any cap or quiet-hour rule was broken.
+
+            Examples:
+              waymark-bench crash                                  # full size: 200k events, 5 kills
+              waymark-bench crash --events 20000 --rate 2000       # the CI size
+            """)
+
+    @Option(help: "Touchpoints to stream.") var events = 200_000
+    @Option(help: "Touchpoints produced per second.") var rate = 10_000
+    @Option(help: "kill -9 of journey workers.") var kills = 5
+    @Option(help: "Journey worker processes.") var workers = 2
+    @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
+        var config = CrashTestConfiguration(waymarkBinary: binary, journeysDirectory: journeys)
+        config.events = events
+        config.produceRate = rate
+        config.journeyKills = kills
+        config.journeyWorkers = workers
+        let report = try await CrashTest.run(config)
+        print(report.render())
+        try appendResults([
+            Measurement(benchmark: "crash", metric: "events", value: Double(report.events), unit: "events", detail: "\(report.kills) kills"),
+            Measurement(benchmark: "crash", metric: "violations", value: Double(report.violations.count), unit: "count", detail: "must be 0"),
+        ])
+        if !report.violations.isEmpty { throw ExitCode(1) }
     }
 }

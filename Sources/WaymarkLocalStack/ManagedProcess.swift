@@ -18,7 +18,8 @@ public final class ManagedProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var child: pid_t?  // guarded by lock
 
-    init(executable: String, arguments: [String], logFile: URL) {
+    /// Describes a child process; ``start()`` launches it.
+    public init(executable: String, arguments: [String], logFile: URL) {
         self.executable = executable
         self.arguments = arguments
         self.logFile = logFile
@@ -28,7 +29,7 @@ public final class ManagedProcess: @unchecked Sendable {
     public var pid: pid_t? { lock.withLock { child } }
 
     /// Starts the child with `posix_spawn`; stdout and stderr are appended to ``logFile``.
-    func start() throws {
+    public func start() throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -114,7 +115,7 @@ public final class ManagedProcess: @unchecked Sendable {
     }
 
     /// The last `bytes` of the log, for error messages.
-    func logTail(bytes: Int = 2_000) -> String {
+    public func logTail(bytes: Int = 2_000) -> String {
         guard let data = try? Data(contentsOf: logFile) else { return "" }
         return String(decoding: data.suffix(bytes), as: UTF8.self)
     }

@@ -1,0 +1,280 @@
+import Foundation
+import Logging
+import WaymarkConfig
+import WaymarkControl
+import WaymarkEngine
+import WaymarkIngest
+import WaymarkKafka
+import WaymarkLocalStack
+import WaymarkRedis
+import WaymarkSample
+import WaymarkState
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How hard to shake the system.
+public struct CrashTestConfiguration: Sendable {
+    /// Touchpoints to stream (customers = events / 10).
+    public var events = 20_000
+    /// Journey worker processes running at once.
+    public var journeyWorkers = 2
+    /// `kill -9` of a random journey worker, each followed by a restart.
+    public var journeyKills = 5
+    /// SIGSTOP Redis for this long mid-stream (then SIGCONT); `nil` to skip.
+    public var pauseRedis: Duration? = .seconds(5)
+    /// SIGSTOP the broker for this long mid-stream; `nil` to skip.
+    public var pauseBroker: Duration? = .seconds(5)
+    /// Touchpoints produced per second.
+    public var produceRate = 10_000
+    public var seed: UInt64 = 7
+    /// The `waymark` executable to run workers with.
+    public var waymarkBinary: String
+    /// Directory with rules.yaml and journeys/.
+    public var journeysDirectory: String
+
+    public init(waymarkBinary: String, journeysDirectory: String) {
+        self.waymarkBinary = waymarkBinary
+        self.journeysDirectory = journeysDirectory
+    }
+}
+
+/// What the crash test saw. ``violations`` must be empty.
+public struct CrashReport: Sendable {
+    public var events = 0
+    public var customers = 0
+    public var kills = 0
+    public var pauses: [String] = []
+    public var eventsMissingFromState = 0
+    public var deadLetters = 0
+    public var outboundRecords = 0
+    public var distinctMessages = 0
+    public var duplicateOutboundRecords = 0
+    public var decisions = 0
+    public var violations: [String] = []
+    public var elapsed: Duration = .zero
+
+    public func render() -> String {
+        var lines = [
+            "Crash test: \(events) touchpoints, \(customers) customers, \(kills) kill -9 of journey workers, pauses: \(pauses.joined(separator: ", "))",
+            "  events missing from state: \(eventsMissingFromState)",
+            "  dead letters: \(deadLetters)",
+            "  outbound records: \(outboundRecords), distinct message ids: \(distinctMessages), re-published copies: \(duplicateOutboundRecords) (deduplicated by senders by message id)",
+            "  decisions: \(decisions)",
+            "  elapsed: \(elapsed)",
+        ]
+        lines.append(violations.isEmpty ? "  RESULT: no loss, no doubled effect, no cap or quiet-hour violation"
+                                        : "  VIOLATIONS (\(violations.count)):\n" + violations.prefix(20).map { "    - \($0)" }.joined(separator: "\n"))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Streams a generated day through real worker processes while killing and pausing things, then
+/// audits the results from Kafka and Redis.
+public enum CrashTest {
+    public static func run(_ config: CrashTestConfiguration, log: @escaping @Sendable (String) -> Void = { print($0) }) async throws -> CrashReport {
+        let started = ContinuousClock.now
+        var report = CrashReport()
+        let stack = try await LocalStack.start()
+        defer { stack.stop() }
+        let kafka = stack.kafka!, redisServer = stack.redis!
+        let shards = 64
+        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
+        try """
+            kafka:
+              bootstrap_servers: "\(kafka.bootstrapServers)"
+              properties:
+            \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
+              topics:
+                touchpoints: { partitions: 6 }
+                customers: { partitions: 6 }
+                deliveries: { partitions: 3 }
+                outbound: { partitions: 3 }
+                decisions: { partitions: 3 }
+            redis:
+              port: \(redisServer.port)
+              shards: \(shards)
+              command_timeout_ms: 2000
+            worker:
+              max_batch: 2000
+              scheduler_interval_ms: 100
+              outbox_grace_ms: 2000
+              metrics_port: 0
+            """.write(to: configFile, atomically: true, encoding: .utf8)
+        let settings = try WaymarkSettings.load(path: configFile.path)
+        let client = KafkaClientConfiguration(bootstrapServers: kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
+        let admin = try KafkaAdmin(client: client)
+        _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+        let engine = try JourneyLoader.loadEngine(configDirectory: config.journeysDirectory)
+
+        // A day that ended yesterday, so live processing (wall clock) sees it as recent history.
+        let dayMs: Int64 = 86_400_000
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let day = RetailDay(seed: config.seed, customers: max(config.events / 10, 10), dayStart: nowMs / dayMs * dayMs - 2 * dayMs).generate()
+        let profiles = day.filter { $0.kind == .profile }
+        let touchpoints = Array(day.filter { $0.kind == .touchpoint }.prefix(config.events))
+        report.events = touchpoints.count
+        report.customers = Set(touchpoints.map(\.key)).count
+        log("crash test: \(touchpoints.count) touchpoints for \(report.customers) customers; \(config.journeyWorkers) journey workers + 1 scheduler")
+
+        func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {
+            let process = ManagedProcess(
+                executable: config.waymarkBinary,
+                arguments: ["worker"] + args + ["--config", configFile.path, "--journeys", config.journeysDirectory, "--log-level", "notice"],
+                logFile: stack.directory.appendingPathComponent("\(name).log"))
+            try process.start()
+            return process
+        }
+        var workers = try (0..<config.journeyWorkers).map { try spawn("journey-\($0)", ["journey"]) }
+        let scheduler = try spawn("scheduler", ["scheduler"])
+
+        let producer = try KafkaProducer(configuration: .init(client: client))
+        try await producer.sendAll(profiles.map {
+            KafkaProducerRecord(topic: settings.kafka.customers.name, key: Array($0.key.utf8), value: $0.value)
+        })
+
+        // Produce at the configured rate while the chaos schedule runs.
+        let produceSeconds = Double(touchpoints.count) / Double(config.produceRate)
+        let producing = Task {
+            let chunk = 500
+            let start = ContinuousClock.now
+            for offset in stride(from: 0, to: touchpoints.count, by: chunk) {
+                let slice = touchpoints[offset..<min(offset + chunk, touchpoints.count)]
+                try await producer.sendAll(slice.map {
+                    KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array($0.key.utf8), value: $0.value)
+                })
+                let due = start + .milliseconds(Int64(Double(offset + chunk) / Double(config.produceRate) * 1000))
+                if ContinuousClock.now < due { try await Task.sleep(until: due) }
+            }
+        }
+        var rng = SeededRandom(seed: config.seed)
+        let window = max(produceSeconds, 6.0) + 4
+        var moments: [(Double, String)] = (0..<config.journeyKills).map { i in
+            (window * (Double(i) + Double(rng.next() % 1000) / 1000) / Double(max(config.journeyKills, 1)), "kill")
+        }
+        if config.pauseRedis != nil { moments.append((window * 0.35, "redis")) }
+        if config.pauseBroker != nil { moments.append((window * 0.65, "broker")) }
+        moments.sort { $0.0 < $1.0 }
+        let chaosStart = ContinuousClock.now
+        for (at, what) in moments {
+            let when = chaosStart + .milliseconds(Int64(at * 1000))
+            if ContinuousClock.now < when { try await Task.sleep(until: when) }
+            switch what {
+            case "kill":
+                let index = Int(rng.next() % UInt64(workers.count))
+                workers[index].kill9()
+                report.kills += 1
+                log("  kill -9 journey worker \(index) at \(String(format: "%.1f", at)) s")
+                try await Task.sleep(for: .milliseconds(300 + Int64(rng.next() % 700)))
+                workers[index] = try spawn("journey-\(index)-r\(report.kills)", ["journey"])
+            case "redis":
+                let pause = config.pauseRedis!
+                log("  SIGSTOP redis for \(pause)")
+                redisServer.process.send(signal: SIGSTOP)
+                try await Task.sleep(for: pause)
+                redisServer.process.send(signal: SIGCONT)
+                report.pauses.append("redis \(pause)")
+            default:
+                let pause = config.pauseBroker!
+                log("  SIGSTOP broker for \(pause)")
+                kafka.process.send(signal: SIGSTOP)
+                try await Task.sleep(for: pause)
+                kafka.process.send(signal: SIGCONT)
+                report.pauses.append("broker \(pause)")
+            }
+        }
+        try await producing.value
+        log("  produced everything; waiting for workers to drain")
+
+        // Drained: no lag on inputs, no unpublished outbox entries.
+        let redis = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        let keys = KeySpace(prefix: settings.redis.keyPrefix, shards: shards)
+        let deadline = ContinuousClock.now + .seconds(180)
+        while true {
+            let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: [settings.kafka.touchpoints.name, settings.kafka.customers.name])
+            let pending = try await redis.pipeline((0..<shards).map { RedisCommand("ZCARD", keys.pendingOutbox(shard: $0)) })
+                .reduce(0) { $0 + Int($1.integer ?? 0) }
+            if lag.map(\.lag).reduce(0, +) == 0, pending == 0 { break }
+            if ContinuousClock.now > deadline {
+                report.violations.append("not drained after 180 s: lag \(lag.map(\.lag).reduce(0, +)), pending outbox \(pending)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        for worker in workers { worker.stop(grace: .seconds(20)) }
+        scheduler.stop(grace: .seconds(20))
+
+        // 1. Every event is in its customer's state.
+        let store = RedisStateStore(connection: redis, keys: keys)
+        let byCustomer = Dictionary(grouping: touchpoints, by: \.key)
+        let customers = byCustomer.keys.sorted()
+        let parser = RecordParser()
+        for chunk in stride(from: 0, to: customers.count, by: 1_000) {
+            let loaded = try await store.load(Array(customers[chunk..<min(chunk + 1_000, customers.count)]))
+            for stored in loaded {
+                let seen = Set((stored.state.flatMap { try? CustomerState(decoding: $0) }?.recentEvents ?? []).map(\.fingerprint))
+                for record in byCustomer[stored.customer] ?? [] {
+                    guard case .success(let t) = parser.touchpoint(key: ArraySlice(record.key.utf8), value: ArraySlice(record.value),
+                                                                   now: Timestamp(milliseconds: nowMs)) else { continue }
+                    if !seen.contains(StableHash.of(t.eventID)) { report.eventsMissingFromState += 1 }
+                }
+            }
+        }
+        if report.eventsMissingFromState > 0 { report.violations.append("\(report.eventsMissingFromState) events missing from state") }
+        await redis.close()
+
+        // 2. Published messages and decisions.
+        report.deadLetters = try await readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
+        if report.deadLetters > 0 { report.violations.append("\(report.deadLetters) valid events were dead-lettered") }
+        var messages: [String: InvariantAudit.Message] = [:]
+        for channel in settings.kafka.channels {
+            for record in try await readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin) {
+                guard let value = record.value, let message = InvariantAudit.message(value) else { continue }
+                report.outboundRecords += 1
+                if messages[message.id] != nil { report.duplicateOutboundRecords += 1 }
+                messages[message.id] = message
+            }
+        }
+        report.distinctMessages = messages.count
+        var sentDecisions: [String: Set<[UInt8]>] = [:]
+        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+            report.decisions += 1
+            guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+                  let reason = object["reason"] as? String, reason == "sent" || reason == "fallback_channel",
+                  let id = object["message_id"] as? String else { continue }
+            sentDecisions[id, default: []].insert(Array(value))
+        }
+        for (id, docs) in sentDecisions where docs.count > 1 {
+            report.violations.append("message \(id) was decided \(docs.count) times with different effects")
+        }
+        let decidedIDs = Set(sentDecisions.keys), publishedIDs = Set(messages.keys)
+        if decidedIDs != publishedIDs {
+            report.violations.append("sent decisions and outbound messages differ: \(decidedIDs.subtracting(publishedIDs).count) decided but not published, \(publishedIDs.subtracting(decidedIDs).count) published without decision")
+        }
+        // 3. Caps and quiet hours.
+        var profileMap: [String: CustomerProfile] = [:]
+        for record in profiles {
+            if case .success(let p) = parser.profile(key: ArraySlice(record.key.utf8), value: ArraySlice(record.value)) { profileMap[p.customerID] = p }
+        }
+        let audit = InvariantAudit(engine: engine)
+        report.violations += audit.capViolations(Array(messages.values))
+        report.violations += audit.quietHourViolations(Array(messages.values), profiles: profileMap)
+        report.elapsed = ContinuousClock.now - started
+        return report
+    }
+
+    static func readAll(_ topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin) async throws -> [KafkaConsumerRecord] {
+        let ends = try await admin.endOffsets(topics: [topic])
+        let total = ends.values.reduce(Int64(0)) { $0 + $1.high - $1.low }
+        if total == 0 { return [] }
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign(ends.keys.map { KafkaTopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: KafkaOffset.beginning) })
+        var records: [KafkaConsumerRecord] = []
+        let deadline = ContinuousClock.now + .seconds(60)
+        while records.count < total, ContinuousClock.now < deadline {
+            records += try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(200))
+        }
+        await consumer.close()
+        return records
+    }
+}

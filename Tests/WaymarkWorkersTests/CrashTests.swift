@@ -1,0 +1,29 @@
+import Foundation
+import Testing
+import WaymarkChaos
+
+@Suite("Crash test (CI size; `make crash-test` runs the full size)", .serialized)
+struct CrashTests {
+    /// The `waymark` executable built next to this test bundle.
+    static var waymarkBinary: String {
+        if let path = ProcessInfo.processInfo.environment["WAYMARK_BIN"] { return path }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
+    }
+
+    @Test("kill -9 journey workers 5 times and pause Redis and the broker: no loss, no doubles, rules hold")
+    func killAndPause() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
+        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: Harness.repoRoot + "/config")
+        config.events = 20_000
+        config.journeyKills = 5
+        config.pauseRedis = .seconds(5)
+        config.pauseBroker = .seconds(5)
+        config.produceRate = 2_000
+        let report = try await CrashTest.run(config)
+        print(report.render())
+        #expect(report.kills == 5)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10))")
+        #expect(report.eventsMissingFromState == 0)
+        #expect(report.distinctMessages > 100, "too few messages for the audit to mean anything")
+    }
+}
