@@ -26,11 +26,13 @@ test: setup
 	@status=0; $(SWIFT) test || status=$$?; bash deploy/scripts/reap.sh; exit $$status
 
 bench: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
 	"$(BIN_RELEASE)/waymark-bench" clients
 
 crash-test: setup
-	$(SWIFT) build $(RELEASE_FLAGS) --product waymark --product waymark-bench
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
 	"$(BIN_RELEASE)/waymark-bench" crash --events 200000 --rate 10000 --kills 5
 
 reap:
