@@ -325,14 +325,21 @@ struct Run {
             }
             compact()
             if !cj.def.exits.isEmpty && !state.deferred.isEmpty { cancelHeldAfterCompletion(cj, e) }
-            for trig in cj.def.entry where trig.event.type == e.type {
-                if eval(trig.event.filter, event: e.attributes, context: nil) && eval(trig.profile, event: nil, context: nil) {
-                    tryEnter(cj, e)
-                    break
-                }
-            }
+            if entryMatches(cj, e) { tryEnter(cj, e) }
             compact()
         }
+    }
+
+    /// Whether `e` satisfies one of the journey's entry triggers. Kept out of `handle` (a
+    /// non-mutating helper): Swift 6.3.1's optimizer crashes on the loop inlined there.
+    func entryMatches(_ cj: CompiledJourney, _ e: Touchpoint) -> Bool {
+        let triggers = cj.def.entry
+        for index in triggers.indices {
+            let filter = triggers[index].event.filter, profile = triggers[index].profile
+            guard triggers[index].event.type == e.type else { continue }
+            if eval(filter, event: e.attributes, context: nil) && eval(profile, event: nil, context: nil) { return true }
+        }
+        return false
     }
 
     /// An instance that finished its steps may still have a message held for quiet hours; an exit

@@ -41,3 +41,51 @@ public struct OutboxRecord: Sendable, Hashable {
         self.init(id: id, topic: topic, key: Array(bytes[index..<(index + keyLength)]), value: Array(bytes[(index + keyLength)...]))
     }
 }
+
+extension OutboxRecord {
+    /// Packs several records into one outbox entry: `u32 count`, then per record `u16 id length, id,
+    /// u32 record length, record`. One commit writes one entry however many records it decided,
+    /// which keeps the commit script to a single HSET.
+    public static func pack(_ records: [OutboxRecord]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(records.reduce(4) { $0 + 8 + $1.id.utf8.count + $1.topic.utf8.count + $1.key.count + $1.value.count })
+        appendUInt(&out, records.count, bytes: 4)
+        for record in records {
+            let id = Array(record.id.utf8)
+            appendUInt(&out, id.count, bytes: 2)
+            out += id
+            let encoded = record.encoded()
+            appendUInt(&out, encoded.count, bytes: 4)
+            out += encoded
+        }
+        return out
+    }
+
+    /// Unpacks ``pack(_:)``; `nil` if the bytes are malformed.
+    public static func unpack(_ bytes: [UInt8]) -> [OutboxRecord]? {
+        var index = 0
+        func read(_ n: Int) -> Int? {
+            guard index + n <= bytes.count else { return nil }
+            var value = 0
+            for _ in 0..<n { value = value << 8 | Int(bytes[index]); index += 1 }
+            return value
+        }
+        guard let count = read(4) else { return nil }
+        var records: [OutboxRecord] = []
+        records.reserveCapacity(min(count, 4096))
+        for _ in 0..<count {
+            guard let idLength = read(2), index + idLength <= bytes.count else { return nil }
+            let id = String(decoding: bytes[index..<(index + idLength)], as: UTF8.self)
+            index += idLength
+            guard let length = read(4), index + length <= bytes.count,
+                  let record = OutboxRecord(id: id, encoded: Array(bytes[index..<(index + length)])) else { return nil }
+            index += length
+            records.append(record)
+        }
+        return index == bytes.count ? records : nil
+    }
+
+    private static func appendUInt(_ out: inout [UInt8], _ value: Int, bytes: Int) {
+        for shift in stride(from: (bytes - 1) * 8, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: value >> shift)) }
+    }
+}

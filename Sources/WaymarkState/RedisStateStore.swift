@@ -108,13 +108,21 @@ public final class RedisStateStore: Sendable {
             command.append(Int(now))
             command.append(write.customer)
             command.append(decisionsKept)
-            command.append(write.outbox.count)
-            for record in write.outbox {
-                command.append(record.id)
-                command.append(bytes: record.encoded())
+            // One outbox entry per commit (named after the new version) and one list element for its
+            // decisions, however many there are: the script stays at a handful of calls per customer.
+            if write.outbox.isEmpty {
+                command.append(0)
+            } else {
+                command.append(1)
+                command.append(Self.outboxEntryID(version: write.expectedVersion + 1))
+                command.append(bytes: OutboxRecord.pack(write.outbox))
             }
-            command.append(write.decisions.count)
-            for decision in write.decisions { command.append(bytes: decision) }
+            if write.decisions.isEmpty {
+                command.append(0)
+            } else {
+                command.append(1)
+                command.append(bytes: Self.packDecisions(write.decisions))
+            }
             return command
         }
         let replies = try await connection.pipeline(commands)
@@ -125,6 +133,20 @@ public final class RedisStateStore: Sendable {
             }
             return flag == 1 ? .committed(version: version) : .conflict(current: version)
         }
+    }
+
+    /// The outbox entry a commit creates: `v<new version>`.
+    public static func outboxEntryID(version: Int64) -> String { "v\(version)" }
+
+    /// Decisions of one commit as one list element: newline-separated JSON documents.
+    static func packDecisions(_ decisions: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(decisions.reduce(0) { $0 + $1.count + 1 })
+        for (i, d) in decisions.enumerated() {
+            if i > 0 { out.append(0x0A) }
+            out += d
+        }
+        return out
     }
 
     /// Removes outbox entries Kafka has acknowledged, in one round trip.
@@ -187,30 +209,38 @@ public final class RedisStateStore: Sendable {
 
     /// Outbox entries of customers whose oldest entry is older than `before` (ms): left behind by a
     /// worker that crashed between its Redis write and its Kafka publish.
-    public func pendingOutbox(before: Int64, limitPerShard: Int = 100) async throws -> [(customer: String, records: [OutboxRecord])] {
+    public func pendingOutbox(before: Int64, limitPerShard: Int = 100) async throws -> [(customer: String, entries: [String], records: [OutboxRecord])] {
         let commands = (0..<keys.shards).map { shard in
             RedisCommand("ZRANGEBYSCORE", keys.pendingOutbox(shard: shard), "-inf", Int(before), "LIMIT", 0, limitPerShard)
         }
         let customers = try await connection.pipeline(commands).flatMap { $0.array?.compactMap(\.string) ?? [] }
         if customers.isEmpty { return [] }
         let contents = try await connection.pipeline(customers.map { RedisCommand("HGETALL", keys.outbox($0)) })
-        return zip(customers, contents).map { customer, reply in
+        return zip(customers, contents).map { customer, reply -> (String, [String], [OutboxRecord]) in
             let items = reply.array ?? []
-            var records: [OutboxRecord] = []
+            var entries: [(version: Int, records: [OutboxRecord])] = []
             var index = 0
             while index + 1 < items.count {
-                if let id = items[index].string, let bytes = items[index + 1].bytes,
-                   let record = OutboxRecord(id: id, encoded: bytes) { records.append(record) }
+                if let id = items[index].string, let bytes = items[index + 1].bytes, let records = OutboxRecord.unpack(bytes) {
+                    entries.append((Int(id.dropFirst()) ?? 0, records))
+                }
                 index += 2
             }
-            return (customer, records.sorted { $0.id < $1.id })
+            // Oldest commit first, records in decision order.
+            let sorted = entries.sorted { $0.version < $1.version }
+            return (customer, sorted.map { Self.outboxEntryID(version: Int64($0.version)) }, sorted.flatMap(\.records))
         }
     }
 
-    /// The customer's most recent decisions (newest first).
+    /// The customer's most recent decisions, newest commit first (decisions of one commit in the order taken).
     public func recentDecisions(_ customer: String, count: Int = 50) async throws -> [[UInt8]] {
         let reply = try await connection.send(RedisCommand("LRANGE", keys.decisions(customer), 0, count - 1))
-        return reply.array?.compactMap(\.bytes) ?? []
+        var out: [[UInt8]] = []
+        for element in reply.array?.compactMap(\.bytes) ?? [] {
+            out += element.split(separator: 0x0A).map(Array.init)
+            if out.count >= count { break }
+        }
+        return Array(out.prefix(count))
     }
 
     /// Loads the scripts (optional: EVALSHA loads them on first NOSCRIPT anyway).

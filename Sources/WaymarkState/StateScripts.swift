@@ -7,7 +7,8 @@ enum StateScripts {
     ///
     /// KEYS: state, outbox, due index, pending-outbox index, decisions list.
     /// ARGV: expected version, new version, state bytes, TTL seconds (0 = none), next wake-up ms
-    /// ('' = none), now ms, customer id, decisions to keep, n outbox, (id, record)×n, m decisions, decision×m.
+    /// ('' = none), now ms, customer id, decision lists to keep, n outbox entries, (id, packed records)×n,
+    /// m decision lists, list×m. (The store sends at most one of each per commit.)
     /// Returns {1, version} on success, {0, current version} on a version conflict.
     static let commit = RedisScript(name: "waymark.commit", source: """
         local current = redis.call('HGET', KEYS[1], 'v') or '0'

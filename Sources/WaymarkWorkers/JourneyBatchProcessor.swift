@@ -7,8 +7,9 @@ import WaymarkState
 
 /// What one batch produced: records to publish before the input offsets may be committed.
 public struct BatchOutput: Sendable {
-    /// Outbox records per customer (already durable in Redis; acknowledge after Kafka has them).
-    public var outbox: [(customer: String, records: [OutboxRecord])] = []
+    /// Outbox records per customer, with the outbox entries holding them (already durable in Redis;
+    /// acknowledge the entries after Kafka has the records).
+    public var outbox: [(customer: String, entries: [String], records: [OutboxRecord])] = []
     /// Dead-letter records (not in Redis: published before the input offsets are committed).
     public var deadLetters: [KafkaProducerRecord] = []
     public var stats = BatchStats()
@@ -136,8 +137,8 @@ public struct JourneyBatchProcessor: Sendable {
             var conflicted: [String] = []
             for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
                 switch outcome {
-                case .committed:
-                    if !write.outbox.isEmpty { output.outbox.append((customer, write.outbox)) }
+                case .committed(let version):
+                    if !write.outbox.isEmpty { output.outbox.append((customer, [RedisStateStore.outboxEntryID(version: version)], write.outbox)) }
                     output.stats.duplicates += result.duplicateEvents
                     output.stats.messages += result.messages.count
                     for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
@@ -174,8 +175,8 @@ public struct JourneyBatchProcessor: Sendable {
             let outcomes = try await store.commit(writes, now: now.milliseconds)
             var conflicted: [String] = []
             for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
-                if case .conflict = outcome { conflicted.append(customer); continue }
-                if !write.outbox.isEmpty { output.outbox.append((customer, write.outbox)) }
+                guard case .committed(let version) = outcome else { conflicted.append(customer); continue }
+                if !write.outbox.isEmpty { output.outbox.append((customer, [RedisStateStore.outboxEntryID(version: version)], write.outbox)) }
                 output.stats.messages += result.messages.count
                 for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
             }

@@ -57,14 +57,21 @@ public final class JourneyWorker: Sendable {
         var producerClient = client
         producerClient.properties["message.max.bytes"] = producerClient.properties["message.max.bytes"] ?? "10485760"
         let producer = try KafkaProducer(configuration: .init(client: producerClient), logger: logger)
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.journeyGroup), logger: logger)
+        // Publishing (and its outbox acknowledgements) uses its own connection, concurrently with processing.
+        let publishConnection = try await RedisConnection.connect(redis, logger: logger)
+        let inFlight = InFlightWork()
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.journeyGroup),
+                                         rebalanceListener: inFlight, logger: logger)
         try consumer.subscribe([settings.kafka.touchpoints.name, settings.kafka.customers.name, settings.kafka.deliveries.name])
         let processor = JourneyBatchProcessor(environment: environment, store: store)
-        let publisher = OutboxPublisher(producer: producer, store: store, logger: logger)
+        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(publishConnection), logger: logger)
         readiness.withLock { $0 = true }
         logger.info("journey worker running", metadata: ["kafka.group": "\(settings.kafka.journeyGroup)"])
         defer { readiness.withLock { $0 = false } }
 
+        // Two-stage pipeline: while batch N is published and its offsets committed, batch N+1 is
+        // polled and processed. Processing stays sequential (N+1 reads the state N committed), offset
+        // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
         while !stopping.withLock({ $0 }) {
             let batch = try await consumer.poll(maxRecords: settings.worker.maxBatch,
                                                 timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
@@ -72,14 +79,19 @@ public final class JourneyWorker: Sendable {
             let started = ContinuousClock.now
             let now = environment.clock()
             let output = try await publisher.retrying("process batch") { try await processor.process(batch, now: now) }
-            try await publisher.publish(output)
-            await commit(consumer, batch, logger: logger)
-            totals.withLock { $0.add(output.stats) }
-            record(output.stats, records: batch.count, elapsed: ContinuousClock.now - started)
+            await inFlight.finish()
+            inFlight.start { [self] in
+                try await publisher.publish(output)
+                await commit(consumer, batch, logger: logger)
+                totals.withLock { $0.add(output.stats) }
+                record(output.stats, records: batch.count, elapsed: ContinuousClock.now - started)
+            }
         }
+        await inFlight.finish()
         logger.info("journey worker stopping: leaving the group")
         await consumer.close()
         await producer.close()
+        await publishConnection.close()
         await connection.close()
     }
 
@@ -116,5 +128,30 @@ public final class JourneyWorker: Sendable {
             Counter(label: "waymark_dead_letters_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
         }
         if stats.conflicts > 0 { Counter(label: "waymark_state_conflicts_total").increment(by: stats.conflicts) }
+    }
+}
+
+/// The publish-and-commit stage in flight. A revocation waits for it, so offsets of revoked
+/// partitions are committed (or the work finished) before another worker takes them over.
+final class InFlightWork: KafkaRebalanceListener, Sendable {
+    private let current = Mutex<Task<Void, any Error>?>(nil)
+
+    func start(_ work: @escaping @Sendable () async throws -> Void) {
+        current.withLock { $0 = Task { try await work() } }
+    }
+
+    /// Waits for the stage in flight, if any.
+    func finish() async {
+        let task = current.withLock { task in
+            defer { task = nil }
+            return task
+        }
+        _ = try? await task?.value
+    }
+
+    func partitionsAssigned(_ partitions: [KafkaTopicPartition]) async {}
+
+    func partitionsRevoked(_ partitions: [KafkaTopicPartition]) async {
+        await finish()
     }
 }

@@ -24,11 +24,11 @@ public struct OutboxPublisher: Sendable {
     /// Publishes `output`'s records; returns once all are acknowledged and the outbox is cleared.
     public func publish(_ output: BatchOutput) async throws {
         var records: [KafkaProducerRecord] = output.deadLetters
-        for (_, entries) in output.outbox {
-            for entry in entries { records.append(KafkaProducerRecord(topic: entry.topic, key: entry.key, value: entry.value)) }
+        for item in output.outbox {
+            for entry in item.records { records.append(KafkaProducerRecord(topic: entry.topic, key: entry.key, value: entry.value)) }
         }
         try await publishAll(records)
-        let acknowledgements = output.outbox.map { (customer: $0.customer, ids: $0.records.map(\.id)) }
+        let acknowledgements = output.outbox.map { (customer: $0.customer, ids: $0.entries) }
         try await retrying("outbox acknowledge") { try await store.acknowledge(acknowledgements) }
     }
 

@@ -96,7 +96,7 @@ struct StateStoreTests {
             let loaded = try await store.load(["c-1"])
             #expect(loaded[0].state == Array("1".utf8))
             let outbox = try await store.connection.send(RedisCommand("HKEYS", keys.outbox("c-1")))
-            #expect(outbox.array?.compactMap(\.string) == ["m-1"])
+            #expect(outbox.array?.compactMap(\.string) == ["v1"])
             #expect(try await store.dueCustomers(now: 10_000).map(\.customer) == ["c-1"])
             #expect(try await store.dueCustomers(now: 4_999).isEmpty)
             #expect(try await store.recentDecisions("c-1").count == 1)
@@ -104,9 +104,9 @@ struct StateStoreTests {
             // Nothing is pending before the grace period, the record after it.
             #expect(try await store.pendingOutbox(before: 999).isEmpty)
             let pending = try await store.pendingOutbox(before: 1_000)
-            #expect(pending.count == 1 && pending[0].records == [record])
+            #expect(pending.count == 1 && pending[0].records == [record] && pending[0].entries == ["v1"])
 
-            try await store.acknowledge([("c-1", ["m-1"])])
+            try await store.acknowledge([("c-1", ["v1"])])
             #expect(try await store.pendingOutbox(before: .max).isEmpty)
 
             // A write without a wake-up removes the customer from the due index.
@@ -147,10 +147,27 @@ struct StateStoreTests {
         }
     }
 
-    @Test("outbox records round-trip their encoding")
+    @Test("outbox records round-trip their encoding, alone and packed")
     func outboxEncoding() {
         let record = OutboxRecord(id: "d-1", topic: "journey.decisions", key: Array("c-ü".utf8), value: Array(repeating: 7, count: 70_000))
         #expect(OutboxRecord(id: "d-1", encoded: record.encoded()) == record)
         #expect(OutboxRecord(id: "x", encoded: [0, 9]) == nil)
+        let other = OutboxRecord(id: "m-2", topic: "outbound.sms", key: [], value: [])
+        #expect(OutboxRecord.unpack(OutboxRecord.pack([record, other])) == [record, other])
+        #expect(OutboxRecord.unpack(OutboxRecord.pack([])) == [])
+        #expect(OutboxRecord.unpack(Array(OutboxRecord.pack([record]).dropLast())) == nil)
+    }
+
+    @Test("recent decisions come back newest commit first, in decision order within a commit")
+    func recentDecisionsOrder() async throws {
+        try await withStore { store, _ in
+            let first = StateWrite(customer: "c-3", expectedVersion: 0, state: [1], nextWakeup: nil,
+                                   decisions: [Array("{\"n\":1}".utf8), Array("{\"n\":2}".utf8)])
+            let second = StateWrite(customer: "c-3", expectedVersion: 1, state: [2], nextWakeup: nil, decisions: [Array("{\"n\":3}".utf8)])
+            _ = try await store.commit([first], now: 0)
+            _ = try await store.commit([second], now: 0)
+            let decisions = try await store.recentDecisions("c-3").map { String(decoding: $0, as: UTF8.self) }
+            #expect(decisions == ["{\"n\":3}", "{\"n\":1}", "{\"n\":2}"])
+        }
     }
 }

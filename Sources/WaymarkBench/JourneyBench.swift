@@ -1,0 +1,176 @@
+import ArgumentParser
+import Foundation
+import Logging
+import WaymarkConfig
+import WaymarkControl
+import WaymarkKafka
+import WaymarkLocalStack
+import WaymarkSample
+
+/// End to end through one journey worker process: sustained throughput on a backlog, latency at a
+/// fixed rate, and the worker's peak RSS.
+struct Journey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "End-to-end journey worker benchmark (throughput, latency, peak RSS).",
+        discussion: """
+            Phase 1 (throughput): a backlog of generated touchpoints is produced first; one `waymark worker \
+            journey` process (release build next to this binary) drains it; events/s = backlog / drain time.
+            Phase 2 (latency): touchpoints are produced at a fixed rate; latency is the time from produce to \
+            the worker's publish of the decisions they caused (Kafka timestamps of both records).
+
+            Examples:
+              waymark-bench journey
+              waymark-bench journey --events 1000000 --latency-rate 10000 --latency-seconds 30
+            """)
+
+    @Option(help: "Backlog size for the throughput phase.") var events = 500_000
+    @Option(help: "Touchpoints per second in the latency phase.") var latencyRate = 10_000
+    @Option(help: "Duration of the latency phase in seconds.") var latencySeconds = 20
+    @Option(help: "Partitions of the touchpoints topic.") var partitions = 6
+    @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
+        let stack = try await LocalStack.start()
+        defer { stack.stop() }
+        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
+        try """
+            kafka:
+              bootstrap_servers: "\(stack.kafka!.bootstrapServers)"
+              properties:
+            \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
+              topics:
+                touchpoints: { partitions: \(partitions) }
+                customers: { partitions: \(partitions) }
+            redis:
+              port: \(stack.redis!.port)
+            worker:
+              max_batch: 10000
+              poll_timeout_ms: 5
+              metrics_port: 0
+            """.write(to: configFile, atomically: true, encoding: .utf8)
+        let settings = try WaymarkSettings.load(path: configFile.path)
+        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
+        let admin = try KafkaAdmin(client: client)
+        _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+
+        // A recent day (live processing judges timestamps against the wall clock).
+        let dayMs: Int64 = 86_400_000
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let customers = max((events + latencyRate * latencySeconds) / 10, 100)
+        print("Generating \(customers) customers' day…")
+        let day = RetailDay(seed: 11, customers: customers, dayStart: nowMs / dayMs * dayMs - dayMs).generate()
+        let profiles = day.filter { $0.kind == .profile }
+        let all = day.filter { $0.kind == .touchpoint }
+        let backlog = Array(all.prefix(events))
+        let live = Array(all.dropFirst(events).prefix(latencyRate * latencySeconds))
+
+        var big = client
+        big.properties["message.max.bytes"] = "10485760"
+        let producer = try KafkaProducer(configuration: .init(client: big))
+        func send(_ records: ArraySlice<SampleRecord>, topic: String) async throws {
+            try await producer.sendAll(records.map { KafkaProducerRecord(topic: topic, key: Array($0.key.utf8), value: $0.value) })
+        }
+        for chunk in stride(from: 0, to: profiles.count, by: 50_000) {
+            try await send(profiles[chunk..<min(chunk + 50_000, profiles.count)], topic: settings.kafka.customers.name)
+        }
+        for chunk in stride(from: 0, to: backlog.count, by: 50_000) {
+            try await send(backlog[chunk..<min(chunk + 50_000, backlog.count)], topic: settings.kafka.touchpoints.name)
+        }
+        print("Backlog: \(profiles.count) profiles + \(backlog.count) touchpoints on \(partitions) partitions")
+
+        // Phase 1: drain the backlog with one worker process.
+        let worker = ManagedProcess(
+            executable: binary,
+            arguments: ["worker", "journey", "--config", configFile.path, "--journeys", journeys, "--log-level", "warning"],
+            logFile: stack.directory.appendingPathComponent("worker.log"))
+        let start = ContinuousClock.now
+        try worker.start()
+        var peakRSS = 0
+        let inputs = [settings.kafka.touchpoints.name, settings.kafka.customers.name]
+        var drainedAt = start
+        while true {
+            try await Task.sleep(for: .milliseconds(250))
+            peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
+            let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: inputs).map(\.lag).reduce(0, +)
+            if lag == 0 { drainedAt = ContinuousClock.now; break }
+            if !worker.isRunning { throw ValidationError("worker exited: \(worker.logTail())") }
+            if ContinuousClock.now - start > .seconds(600) { throw ValidationError("backlog not drained in 600 s (lag \(lag))") }
+        }
+        let drain = drainedAt - start
+        let throughput = Double(backlog.count + profiles.count) / drain.seconds
+        print(String(format: "Throughput: %d records drained in %.2f s (incl. start-up and group join) = %.0f records/s", backlog.count + profiles.count, drain.seconds, throughput))
+
+        // Phase 2: fixed rate; latency from produce to the worker's publish of the caused decisions.
+        let decisionsTopic = settings.kafka.decisions.name
+        let reader = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        let ends = try await admin.endOffsets(topics: [decisionsTopic])
+        try reader.assign(ends.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value.high) })
+        var producedAt: [String: Int64] = [:]
+        let liveStart = ContinuousClock.now
+        let chunk = max(latencyRate / 100, 1)  // 10 ms slices
+        var latencies: [Int64] = []
+        for offset in stride(from: 0, to: live.count, by: chunk) {
+            let slice = live[offset..<min(offset + chunk, live.count)]
+            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+            try await producer.sendAll(slice.map { record in
+                KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
+            })
+            for record in slice {
+                if let id = Self.eventID(record.value) { producedAt[id] = stamp }
+            }
+            latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), producedAt)
+            peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
+            let due = liveStart + .milliseconds(Int64(Double(offset + chunk) / Double(latencyRate) * 1000))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        let tail = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < tail { latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), producedAt) }
+        await reader.close()
+        peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
+        worker.stop(grace: .seconds(20))
+        latencies.sort()
+        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) }
+        print(String(format: "Latency at %d/s: %d decisions measured, p50 %.0f ms, p99 %.0f ms, max %.0f ms", latencyRate, latencies.count, pct(0.5), pct(0.99), pct(1.0)))
+        print("Peak RSS of the worker: \(peakRSS / 1024) MB")
+        try appendResults([
+            Measurement(benchmark: "journey", metric: "throughput", value: throughput, unit: "records/s",
+                        detail: "\(backlog.count) touchpoints + \(profiles.count) profiles, one worker process, \(partitions) partitions"),
+            Measurement(benchmark: "journey", metric: "latency p50", value: pct(0.5), unit: "ms", detail: "at \(latencyRate)/s, produce → decision published"),
+            Measurement(benchmark: "journey", metric: "latency p99", value: pct(0.99), unit: "ms", detail: "at \(latencyRate)/s, \(latencies.count) samples"),
+            Measurement(benchmark: "journey", metric: "peak RSS", value: Double(peakRSS) / 1024, unit: "MB", detail: "VmHWM of the worker process"),
+        ])
+    }
+
+    /// Latencies (ms) of decisions in `batch` whose causing event we produced.
+    static func collect(_ batch: [KafkaConsumerRecord], _ producedAt: [String: Int64]) -> [Int64] {
+        batch.compactMap { record in
+            guard let value = record.value, let cause = field("caused_by", in: value), let sent = producedAt[cause] else { return nil }
+            return record.timestamp - sent
+        }
+    }
+
+    static func eventID(_ bytes: [UInt8]) -> String? { field("event_id", in: bytes[...]) }
+
+    /// The string value of `"name":"…"` in a compact JSON document (benchmark-side, cheap).
+    static func field(_ name: String, in bytes: ArraySlice<UInt8>) -> String? {
+        let needle = Array("\"\(name)\":\"".utf8)
+        guard let start = bytes.firstRange(of: needle)?.upperBound,
+              let end = bytes[start...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
+    }
+
+    /// Peak resident set size (kB) of `pid`, from /proc.
+    static func peakRSS(_ pid: Int32?) -> Int {
+        guard let pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+}
