@@ -26,6 +26,12 @@ public struct BatchStats: Sendable {
     public var conflicts = 0
     public var decisions: [DecisionReason: Int] = [:]
     public var messages = 0
+    /// Time spent loading state, running the engine and committing (ms), and bytes written.
+    public var loadMilliseconds: Int64 = 0
+    public var engineMilliseconds: Int64 = 0
+    public var commitMilliseconds: Int64 = 0
+    public var stateBytes = 0
+    public var outboxBytes = 0
 
     mutating func add(_ other: BatchStats) {
         touchpoints += other.touchpoints
@@ -101,7 +107,10 @@ public struct JourneyBatchProcessor: Sendable {
             if attempt > 50 {
                 throw StateStoreError(message: "customers kept conflicting after 50 attempts: \(pending.count) left")
             }
+            let loadStart = ContinuousClock.now
             let loaded = try await store.load(pending)
+            let engineStart = ContinuousClock.now
+            output.stats.loadMilliseconds += (engineStart - loadStart).milliseconds
             var writes: [StateWrite] = []
             var results: [(String, EngineResult)] = []
             writes.reserveCapacity(loaded.count)
@@ -133,7 +142,14 @@ public struct JourneyBatchProcessor: Sendable {
                 writes.append(write(for: customer, version: stored.version, result: result))
                 results.append((customer, result))
             }
+            let commitStart = ContinuousClock.now
+            output.stats.engineMilliseconds += (commitStart - engineStart).milliseconds
             let outcomes = try await store.commit(writes, now: now.milliseconds)
+            output.stats.commitMilliseconds += (ContinuousClock.now - commitStart).milliseconds
+            for w in writes {
+                output.stats.stateBytes += w.state.count
+                output.stats.outboxBytes += w.outbox.reduce(0) { $0 + $1.value.count } + w.decisions.reduce(0) { $0 + $1.count }
+            }
             var conflicted: [String] = []
             for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
                 switch outcome {

@@ -79,10 +79,25 @@ public final class JourneyWorker: Sendable {
             let started = ContinuousClock.now
             let now = environment.clock()
             let output = try await publisher.retrying("process batch") { try await processor.process(batch, now: now) }
+            let processed = ContinuousClock.now
             await inFlight.finish()
+            let waited = ContinuousClock.now
+            logger.debug("batch processed", metadata: [
+                "batch.records": "\(batch.count)", "batch.customers": "\(output.stats.customers)",
+                "batch.process_ms": "\((processed - started).milliseconds)", "batch.wait_previous_ms": "\((waited - processed).milliseconds)",
+                "batch.load_ms": "\(output.stats.loadMilliseconds)", "batch.engine_ms": "\(output.stats.engineMilliseconds)",
+                "batch.commit_ms": "\(output.stats.commitMilliseconds)", "batch.state_bytes": "\(output.stats.stateBytes)",
+                "batch.outbox_bytes": "\(output.stats.outboxBytes)",
+            ])
             inFlight.start { [self] in
+                let publishStart = ContinuousClock.now
                 try await publisher.publish(output)
+                let published = ContinuousClock.now
                 await commit(consumer, batch, logger: logger)
+                logger.debug("batch published", metadata: [
+                    "batch.publish_ms": "\((published - publishStart).milliseconds)",
+                    "batch.commit_ms": "\((ContinuousClock.now - published).milliseconds)",
+                ])
                 totals.withLock { $0.add(output.stats) }
                 record(output.stats, records: batch.count, elapsed: ContinuousClock.now - started)
             }
@@ -155,3 +170,4 @@ final class InFlightWork: KafkaRebalanceListener, Sendable {
         await finish()
     }
 }
+

@@ -55,3 +55,8 @@ public final class ManualClock: Sendable {
     public var now: Timestamp { Timestamp(milliseconds: value.withLock { $0 }) }
     public func set(_ time: Timestamp) { value.withLock { $0 = time.milliseconds } }
 }
+
+extension Duration {
+    /// Whole milliseconds, for logs and metrics.
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
