@@ -51,7 +51,7 @@ public struct KafkaConsumerConfiguration: Sendable {
         "enable.auto.offset.store": "false",
         "auto.offset.reset": "earliest",
         "enable.partition.eof": "false",
-        "queued.max.messages.kbytes": "65536",
+        "queued.max.messages.kbytes": "16384",  // prefetch per consumer; bounds RSS (librdkafka default 64 MB)
     ]
 }
 

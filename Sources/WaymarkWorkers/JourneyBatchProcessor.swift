@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import WaymarkConfig
 import WaymarkEngine
 import WaymarkIngest
@@ -54,10 +55,12 @@ public struct BatchStats: Sendable {
 public struct JourneyBatchProcessor: Sendable {
     public let environment: WorkerEnvironment
     public let store: RedisStateStore
+    private let profileCache: ProfileCache
 
-    public init(environment: WorkerEnvironment, store: RedisStateStore) {
+    public init(environment: WorkerEnvironment, store: RedisStateStore, profileCacheSize: Int = 50_000) {
         self.environment = environment
         self.store = store
+        self.profileCache = ProfileCache(capacity: profileCacheSize, parser: environment.parser)
     }
 
     var kafka: KafkaSettings { environment.settings.kafka }
@@ -127,10 +130,7 @@ public struct JourneyBatchProcessor: Sendable {
                     }
                     continue
                 }
-                let profile: CustomerProfile? = stored.profile.flatMap {
-                    if case .success(let p) = parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice($0)) { return p }
-                    return nil
-                }
+                let profile = profileCache.profile(customer, bytes: stored.profile)
                 if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter {
                     for record in eventRecords[customer] ?? [] {
                         deadLetter(record, Rejection(.unknownCustomer, "no profile for this customer"), now: now, into: &output)
@@ -180,10 +180,7 @@ public struct JourneyBatchProcessor: Sendable {
             var results: [(String, EngineResult)] = []
             for stored in loaded {
                 guard let bytes = stored.state, let state = try? CustomerState(decoding: bytes) else { continue }
-                let profile: CustomerProfile? = stored.profile.flatMap {
-                    if case .success(let p) = environment.parser.profile(key: ArraySlice(stored.customer.utf8), value: ArraySlice($0)) { return p }
-                    return nil
-                }
+                let profile = profileCache.profile(stored.customer, bytes: stored.profile)
                 let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live)
                 writes.append(write(for: stored.customer, version: stored.version, result: result))
                 results.append((stored.customer, result))
@@ -212,10 +209,11 @@ public struct JourneyBatchProcessor: Sendable {
                                        key: key, value: message.jsonBytes()))
         }
         var decisions: [[UInt8]] = []
-        decisions.reserveCapacity(result.decisions.count)
         for (index, decision) in result.decisions.enumerated() {
             let json = decision.jsonBytes()
-            decisions.append(json)
+            // The inspection list keeps message outcomes; lifecycle records (stage reached, journey
+            // entered) are visible in the state itself and on the decisions topic.
+            if decision.reason.isMessageOutcome { decisions.append(json) }
             outbox.append(OutboxRecord(id: decisionID(customer, decision, index), topic: kafka.decisions.name, key: key, value: json))
         }
         return StateWrite(customer: customer, expectedVersion: version, state: result.state.encoded(),
@@ -241,5 +239,30 @@ public struct JourneyBatchProcessor: Sendable {
     private func deadLetter(_ record: KafkaConsumerRecord, _ rejection: Rejection, now: Timestamp, into output: inout BatchOutput) {
         output.deadLetters.append(.deadLetter(record, rejection: rejection, topic: kafka.deadLetter.name, at: now.milliseconds))
         output.stats.deadLettered[rejection.reason, default: 0] += 1
+    }
+}
+
+/// Parsed profiles by customer, reused while the stored bytes are unchanged: a customer's profile
+/// is loaded with its state on every batch, but rarely changes, and parsing costs ~7 µs.
+final class ProfileCache: Sendable {
+    private let entries = Mutex<[String: (bytes: [UInt8], profile: CustomerProfile)]>([:])
+    private let capacity: Int
+    private let parser: RecordParser
+
+    init(capacity: Int, parser: RecordParser) {
+        self.capacity = capacity
+        self.parser = parser
+    }
+
+    /// The profile stored as `bytes`, parsed at most once while unchanged; `nil` without (valid) bytes.
+    func profile(_ customer: String, bytes: [UInt8]?) -> CustomerProfile? {
+        guard let bytes else { return nil }
+        if let hit = entries.withLock({ $0[customer] }), hit.bytes == bytes { return hit.profile }
+        guard case .success(let profile) = parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) else { return nil }
+        entries.withLock { cache in
+            if cache.count >= capacity { cache.removeAll(keepingCapacity: true) }  // simple, bounded
+            cache[customer] = (bytes, profile)
+        }
+        return profile
     }
 }
