@@ -91,12 +91,35 @@ public struct WorkerSettings: Sendable {
     public enum UnknownCustomerPolicy: String, Sendable { case process, deadLetter = "dead_letter" }
 }
 
+/// How sender workers call providers (`sender:` in `config/waymark.yaml`).
+public struct SenderSettings: Sendable {
+    public enum Provider: String, Sendable { case file, webhook }
+    public var provider: Provider
+    /// File provider: where to append JSON lines (`-` = standard output).
+    public var filePath: String
+    /// Webhook provider: the URL messages are POSTed to (JSON, with an `Idempotency-Key` header).
+    public var webhookURL: String
+    public var timeoutMilliseconds: Int
+    /// Provider calls per second per channel, shared by all sender processes (Redis token bucket).
+    public var ratePerSecond: Double
+    public var burst: Int
+    /// Attempts on transient failures before the channel counts as failed (then fallback).
+    public var maxAttempts: Int
+    /// First retry delay; doubled per attempt, capped at 5 minutes.
+    public var retryBackoffMilliseconds: Int
+    /// Provider calls in flight per sender process.
+    public var concurrency: Int
+    /// A claim older than this is considered abandoned by a crashed sender and is taken over.
+    public var claimStaleMilliseconds: Int
+}
+
 /// Waymark's runtime settings (`config/waymark.yaml`). Validated when loaded: every error names
 /// the file, the line and the setting.
 public struct WaymarkSettings: Sendable {
     public var kafka: KafkaSettings
     public var redis: RedisSettings
     public var worker: WorkerSettings
+    public var sender: SenderSettings
 
     public static let knownChannels: Set<String> = ["sms", "rcs", "whatsapp", "viber", "email", "push"]
 
@@ -115,7 +138,7 @@ public struct WaymarkSettings: Sendable {
     /// Parses settings from YAML text (see ``load(path:environment:)``).
     public static func parse(_ text: String, file: String, environment: [String: String] = [:]) throws -> WaymarkSettings {
         let reader = ConfigReader(file: file)
-        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker"])
+        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker", "sender"])
 
         let kafkaNode = try reader.mapping(root["kafka"] ?? Node.mapping(.init([])), "kafka", allowed: [
             "bootstrap_servers", "properties", "topics", "channels", "groups",
@@ -211,6 +234,30 @@ public struct WaymarkSettings: Sendable {
             stateTTLDays: try reader.int(workerNode, "state_ttl_days", "worker", default: 400, range: 0...3_650),
             decisionsKept: try reader.int(workerNode, "decisions_kept", "worker", default: 50, range: 0...10_000),
             metricsPort: try reader.int(workerNode, "metrics_port", "worker", default: 9_464, range: 0...65_535))
-        return WaymarkSettings(kafka: kafka, redis: redis, worker: worker)
+        let senderNode = try reader.mapping(root["sender"] ?? Node.mapping(.init([])), "sender", allowed: [
+            "provider", "file_path", "webhook_url", "timeout_ms", "rate_per_second", "burst", "max_attempts",
+            "retry_backoff_ms", "concurrency", "claim_stale_ms",
+        ])
+        let providerText = try reader.string(senderNode, "provider", "sender", default: "file")
+        guard let provider = SenderSettings.Provider(rawValue: providerText) else {
+            throw reader.fail(senderNode["provider"], "sender.provider", "expected file or webhook")
+        }
+        let webhookURL = try reader.string(senderNode, "webhook_url", "sender", default: "")
+        if provider == .webhook, !(webhookURL.hasPrefix("http://") || webhookURL.hasPrefix("https://")) {
+            throw reader.fail(senderNode["webhook_url"] ?? senderNode["provider"], "sender.webhook_url", "the webhook provider needs an http(s) URL")
+        }
+        let rate = try reader.int(senderNode, "rate_per_second", "sender", default: 200, range: 1...1_000_000)
+        let sender = SenderSettings(
+            provider: provider,
+            filePath: try reader.string(senderNode, "file_path", "sender", default: "-"),
+            webhookURL: webhookURL,
+            timeoutMilliseconds: try reader.int(senderNode, "timeout_ms", "sender", default: 5_000, range: 1...600_000),
+            ratePerSecond: Double(rate),
+            burst: try reader.int(senderNode, "burst", "sender", default: 50, range: 1...1_000_000),
+            maxAttempts: try reader.int(senderNode, "max_attempts", "sender", default: 5, range: 1...100),
+            retryBackoffMilliseconds: try reader.int(senderNode, "retry_backoff_ms", "sender", default: 1_000, range: 1...3_600_000),
+            concurrency: try reader.int(senderNode, "concurrency", "sender", default: 32, range: 1...1_024),
+            claimStaleMilliseconds: try reader.int(senderNode, "claim_stale_ms", "sender", default: 30_000, range: 100...86_400_000))
+        return WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: sender)
     }
 }

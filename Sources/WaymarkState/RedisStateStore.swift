@@ -91,6 +91,13 @@ public final class RedisStateStore: Sendable {
         }
     }
 
+    /// Profiles of `customers` (those that have one), in one round trip.
+    public func loadProfiles(_ customers: [String]) async throws -> [(customer: String, profile: [UInt8])] {
+        if customers.isEmpty { return [] }
+        let replies = try await connection.pipeline(customers.map { RedisCommand("HGET", keys.profile($0), "p") })
+        return zip(customers, replies).compactMap { customer, reply in reply.bytes.map { (customer, $0) } }
+    }
+
     /// Commits `writes` in one round trip; each is atomic on its own and reports its outcome.
     public func commit(_ writes: [StateWrite], now: Int64) async throws -> [CommitOutcome] {
         if writes.isEmpty { return [] }

@@ -65,6 +65,14 @@ public final class Scheduler: Sendable {
         await connection.close()
     }
 
+    /// The `customer_id` of a message document, as its Kafka key.
+    static func customerKey(_ message: [UInt8]) -> [UInt8] {
+        let needle = Array("\"customer_id\":\"".utf8)
+        guard let start = message.firstRange(of: needle)?.upperBound,
+              let end = message[start...].firstIndex(of: UInt8(ascii: "\"")) else { return [] }
+        return Array(message[start..<end])
+    }
+
     /// One pass: release everything due now; every few ticks, recover orphaned outbox entries.
     public func tick(store: RedisStateStore, processor: JourneyBatchProcessor, publisher: OutboxPublisher, recover: Bool) async throws {
         let now = environment.clock()
@@ -75,6 +83,17 @@ public final class Scheduler: Sendable {
             let output = try await processor.wake(customers, now: now)
             try await publisher.publish(output)
             released += output.stats.messages
+        }
+        // Messages parked by senders (send-time quiet hours, retry backoff) go back to their topic.
+        let senderStore = SenderStore(connection: store.connection, keys: store.keys)
+        let parked = try await senderStore.dueDelayed(now: now.milliseconds)
+        if !parked.isEmpty {
+            try await publisher.publishAll(parked.map { item in
+                KafkaProducerRecord(topic: item.topic, key: Self.customerKey(item.message), value: item.message,
+                                    headers: [KafkaHeader(name: attemptHeader, string: String(item.attempt))])
+            })
+            try await senderStore.removeDelayed(parked.map { ($0.shard, $0.messageID) })
+            released += parked.count
         }
         var recovered = 0
         if recover {

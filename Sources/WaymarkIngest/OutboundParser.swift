@@ -1,0 +1,49 @@
+import WaymarkEngine
+
+extension RecordParser {
+    /// Parses an outbound message as the journey worker published it (sender side).
+    public func outbound(key: ArraySlice<UInt8>?, value: ArraySlice<UInt8>?) -> Result<OutboundMessage, Rejection> {
+        guard let value else { return .failure(Rejection(.nullValue, "message has no value")) }
+        guard value.count <= limits.maxBytes else { return .failure(Rejection(.oversize, "\(value.count) bytes")) }
+        let parsed: AttributeValue? = value.withUnsafeBytes { bytes -> AttributeValue? in
+            var reader = JSONReader(bytes)
+            do throws(JSONReader.Failure) {
+                let v = try reader.value()
+                reader.skipSpace()
+                return reader.atEnd ? v : nil
+            } catch {
+                return nil
+            }
+        }
+        guard let parsed else { return .failure(Rejection(.invalidJSON, "outbound message is not valid JSON")) }
+        guard case .object(let o) = parsed else { return .failure(Rejection(.notAnObject, "message must be a JSON object")) }
+        func string(_ name: String) -> String? { if case .string(let s)? = o[name] { return s }; return nil }
+        func int(_ name: String) -> Int? { if case .number(let n)? = o[name], n == n.rounded() { return Int(n) }; return nil }
+        func time(_ name: String) -> Timestamp? {
+            guard let text = string(name), case .success(let t) = Timestamp.parseRFC3339(text) else { return nil }
+            return t
+        }
+        guard let idText = string("message_id"), let id = MessageID(idText) else { return .failure(Rejection(.missingField, "message_id")) }
+        guard let customer = string("customer_id"), !customer.isEmpty else { return .failure(Rejection(.missingField, "customer_id")) }
+        guard let key, key.elementsEqual(customer.utf8) else { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
+        guard let channel = string("channel").flatMap(Channel.init(rawValue:)) else { return .failure(Rejection(.wrongType, "channel")) }
+        guard let journey = string("journey"), let step = string("step"), let template = string("template"),
+              let priority = int("priority"), let created = time("created_at"), let sendAfter = time("send_after"),
+              let expires = time("expires_at"), let causedBy = string("caused_by") else {
+            return .failure(Rejection(.missingField, "a required message field is missing or mistyped"))
+        }
+        var fallbacks: [Channel] = []
+        if case .array(let items)? = o["fallback_channels"] {
+            for case .string(let name) in items { if let c = Channel(rawValue: name) { fallbacks.append(c) } }
+        }
+        var variables: [String: AttributeValue] = [:]
+        if case .object(let v)? = o["variables"] { variables = v }
+        var transactional = false
+        if case .bool(let flag)? = o["transactional"] { transactional = flag }
+        return .success(OutboundMessage(
+            messageID: id, customerID: customer, channel: channel, journey: journey, journeyVersion: int("journey_version") ?? 0,
+            stage: string("stage") ?? "", step: step, template: template, priority: priority, transactional: transactional,
+            createdAt: created, sendAfter: sendAfter, expiresAt: expires, causedBy: causedBy, locale: string("locale"),
+            variables: variables, fallbackChannels: fallbacks))
+    }
+}

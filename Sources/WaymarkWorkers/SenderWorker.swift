@@ -1,0 +1,292 @@
+import Logging
+import Metrics
+import Synchronization
+import WaymarkConfig
+import WaymarkEngine
+import WaymarkIngest
+import WaymarkKafka
+import WaymarkRedis
+import WaymarkState
+
+/// Header carrying the attempt number of a message re-published after a retry delay.
+public let attemptHeader = "x-waymark-attempt"
+
+/// Consumes `outbound.<channel>` and hands messages to a provider, exactly once per message id.
+///
+/// Per message, at the moment of sending: skip it if expired; park it (Redis delayed queue, the
+/// scheduler re-publishes it) if it is not due yet or the recipient is in quiet hours now; suppress
+/// it if consent or the address is gone. Otherwise claim the message id in Redis, take a token from
+/// the channel's shared rate limiter, call the provider with the id as idempotency key, and mark it
+/// done right away. Transient failures are retried with backoff through the delayed queue; a
+/// permanent failure falls back to the next allowed channel or ends in the dead-letter topic.
+/// Receipts (`message_delivered`, `message_failed`) go to `deliveries`, decisions to
+/// `journey.decisions`. Offsets are committed only after all of that is durable.
+public final class SenderWorker: Sendable {
+    public let environment: WorkerEnvironment
+    public let channels: [Channel]
+    private let provider: any MessageProvider
+    private let client: KafkaClientConfiguration
+    private let redis: RedisConfiguration
+    private let stopping = Mutex(false)
+    private let totals = Mutex(SenderStats())
+
+    /// What a sender did.
+    public struct SenderStats: Sendable {
+        public var delivered = 0
+        public var duplicatesSkipped = 0
+        public var parked = 0
+        public var expired = 0
+        public var noConsent = 0
+        public var retried = 0
+        public var fallbacks = 0
+        public var failed = 0
+        public var deadLettered = 0
+    }
+
+    public init(environment: WorkerEnvironment, channels: [Channel], provider: any MessageProvider,
+                client: KafkaClientConfiguration, redis: RedisConfiguration) {
+        self.environment = environment
+        self.channels = channels
+        self.provider = provider
+        self.client = client
+        self.redis = redis
+    }
+
+    public func stop() { stopping.withLock { $0 = true } }
+    public var stats: SenderStats { totals.withLock { $0 } }
+
+    public func run() async throws {
+        let settings = environment.settings
+        let logger = environment.logger
+        let connection = try await RedisConnection.connect(redis, logger: logger)
+        let store = SenderStore(connection: connection, keys: environment.keys)
+        let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.senderGroup), logger: logger)
+        try consumer.subscribe(channels.map { settings.kafka.outboundTopic($0.rawValue) })
+        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(connection), logger: logger)
+        logger.info("sender running", metadata: ["channels": "\(channels.map(\.rawValue))", "provider": "\(provider.name)"])
+        while !stopping.withLock({ $0 }) {
+            let batch = try await consumer.poll(maxRecords: 500, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
+            if batch.isEmpty { continue }
+            let output = try await publisher.retrying("send batch") { try await self.send(batch, store: store) }
+            try await publisher.publishAll(output)
+            for attempt in 1...5 {
+                do { try await consumer.commit(JourneyWorker.nextOffsets(batch)); break } catch {
+                    logger.warning("offset commit failed", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                    try? await Task.sleep(for: .milliseconds(100 * attempt))
+                }
+            }
+        }
+        await consumer.close()
+        await producer.close()
+        await connection.close()
+    }
+
+    /// Handles one batch; returns the records to publish (receipts, decisions, fallbacks, dead letters).
+    func send(_ batch: [KafkaConsumerRecord], store: SenderStore) async throws -> [KafkaProducerRecord] {
+        let settings = environment.settings
+        let now = environment.clock()
+        var out: [KafkaProducerRecord] = []
+        var stats = SenderStats()
+        var messages: [(OutboundMessage, attempt: Int)] = []
+        for record in batch {
+            switch environment.parser.outbound(key: record.key, value: record.value) {
+            case .success(let message):
+                let attempt = record.header(attemptHeader).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 1
+                messages.append((message, attempt))
+            case .failure(let rejection):
+                out.append(.deadLetter(record, rejection: rejection, topic: settings.kafka.deadLetter.name, at: now.milliseconds))
+                stats.deadLettered += 1
+            }
+        }
+        let customers = Array(Set(messages.map(\.0.customerID))).sorted()
+        let loaded = try await environment.stateStore(store.connection).loadProfiles(customers)
+        var profiles: [String: CustomerProfile] = [:]
+        for (customer, bytes) in loaded {
+            if case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) { profiles[customer] = p }
+        }
+
+        // Send-time rules.
+        var candidates: [(OutboundMessage, Int, String)] = []
+        var parked: [(customer: String, messageID: String, topic: String, message: [UInt8], attempt: Int, due: Int64)] = []
+        for (message, attempt) in messages {
+            let profile = profiles[message.customerID]
+            let topic = settings.kafka.outboundTopic(message.channel.rawValue)
+            if now >= message.expiresAt {
+                out += outcome(message, .suppressedExpired, rule: "send_time:expired", now: now, receipt: "message_failed", detail: "expired at send time")
+                stats.expired += 1
+                continue
+            }
+            if message.sendAfter > now {
+                parked.append((message.customerID, message.messageID.description, topic, message.jsonBytes(), attempt, message.sendAfter.milliseconds))
+                stats.parked += 1
+                continue
+            }
+            if let (release, rule) = environment.engine.quietHours.releaseTime(
+                messageID: message.messageID, channel: message.channel, transactional: message.transactional, profile: profile, at: now) {
+                parked.append((message.customerID, message.messageID.description, topic, message.jsonBytes(), attempt, release.milliseconds))
+                out += outcome(message, .deferredQuietHours, rule: "send_time:\(rule)", now: now, receipt: nil, sendAfter: release,
+                               detail: "quiet hours at the moment of sending")
+                stats.parked += 1
+                continue
+            }
+            guard let address = profile?.contacts[message.channel], profile?.consent[message.channel] == true else {
+                out += outcome(message, .suppressedNoConsent, rule: "send_time:consent:\(message.channel.rawValue)", now: now,
+                               receipt: "message_failed", detail: "no consent or address at send time")
+                stats.noConsent += 1
+                continue
+            }
+            candidates.append((message, attempt, address))
+        }
+        try await store.park(parked, releaseClaims: false)
+
+        // Claim, then call the provider under the shared rate limit.
+        let claims = try await store.claim(candidates.map { ($0.0.customerID, $0.0.messageID.description, $0.0.channel.rawValue) },
+                                           staleAfterMs: settings.sender.claimStaleMilliseconds)
+        var toSend: [(OutboundMessage, Int, String)] = []
+        var busy: [(customer: String, messageID: String, topic: String, message: [UInt8], attempt: Int, due: Int64)] = []
+        for (candidate, claim) in zip(candidates, claims) {
+            switch claim {
+            case .claimed, .reclaimed: toSend.append(candidate)
+            case .done: stats.duplicatesSkipped += 1
+            case .busy:
+                // Another sender holds a fresh claim: look again once it would have gone stale.
+                let m = candidate.0
+                busy.append((m.customerID, m.messageID.description, settings.kafka.outboundTopic(m.channel.rawValue), m.jsonBytes(),
+                             candidate.1, now.milliseconds + Int64(settings.sender.claimStaleMilliseconds)))
+            }
+        }
+        // The claim belongs to another sender: keep it; the parked copy checks again later and then
+        // sees `done` (skip) or a stale claim (take over).
+        try await store.park(busy, releaseClaims: false)
+
+        let results = try await deliver(toSend, store: store)
+        var retries: [(customer: String, messageID: String, topic: String, message: [UInt8], attempt: Int, due: Int64)] = []
+        for ((message, attempt, _), result) in zip(toSend, results) {
+            switch result {
+            case .accepted:
+                stats.delivered += 1
+                out.append(receipt(message, type: "message_delivered", now: now, detail: nil))
+            case .transientFailure(let reason) where attempt < settings.sender.maxAttempts:
+                let backoff = min(Int64(settings.sender.retryBackoffMilliseconds) << Int64(min(attempt - 1, 20)), 300_000)
+                retries.append((message.customerID, message.messageID.description, settings.kafka.outboundTopic(message.channel.rawValue),
+                                message.jsonBytes(), attempt + 1, now.milliseconds + backoff))
+                stats.retried += 1
+                environment.logger.info("provider failed transiently; retrying", metadata: ["reason": "\(reason)", "attempt": "\(attempt)"])
+            case .transientFailure(let reason), .permanentFailure(let reason):
+                try await store.release(customer: message.customerID, messageID: message.messageID.description)
+                if let fallback = nextChannel(after: message, profile: profiles[message.customerID]) {
+                    var copy = message
+                    copy.channel = fallback
+                    copy.fallbackChannels = Array(message.fallbackChannels.drop { $0 != fallback }.dropFirst())
+                    out.append(KafkaProducerRecord(topic: settings.kafka.outboundTopic(fallback.rawValue),
+                                                   key: Array(message.customerID.utf8), value: copy.jsonBytes()))
+                    out += outcome(copy, .fallbackChannel, rule: "provider:\(provider.name)", now: now, receipt: nil,
+                                   detail: "\(message.channel.rawValue) failed: \(reason)")
+                    stats.fallbacks += 1
+                } else {
+                    out.append(receipt(message, type: "message_failed", now: now, detail: reason))
+                    stats.failed += 1
+                }
+            }
+        }
+        try await store.park(retries)
+        let delivered = stats.delivered
+        if delivered > 0 { Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name)]).increment(by: delivered) }
+        totals.withLock { total in
+            total.delivered += stats.delivered; total.duplicatesSkipped += stats.duplicatesSkipped; total.parked += stats.parked
+            total.expired += stats.expired; total.noConsent += stats.noConsent; total.retried += stats.retried
+            total.fallbacks += stats.fallbacks; total.failed += stats.failed; total.deadLettered += stats.deadLettered
+        }
+        return out
+    }
+
+    /// Calls the provider for each message, `sender.concurrency` at a time, each under the channel's
+    /// rate limit, marking every accepted message done the moment the provider answers.
+    private func deliver(_ items: [(OutboundMessage, Int, String)], store: SenderStore) async throws -> [ProviderResult] {
+        let settings = environment.settings.sender
+        var results = [ProviderResult](repeating: .transientFailure(reason: "not attempted"), count: items.count)
+        var next = 0
+        while next < items.count {
+            let end = min(next + settings.concurrency, items.count)
+            // Tokens for this wave, per channel.
+            var byChannel: [Channel: Int] = [:]
+            for i in next..<end { byChannel[items[i].0.channel, default: 0] += 1 }
+            for (channel, wanted) in byChannel.sorted(by: { $0.key < $1.key }) {
+                var remaining = wanted
+                while remaining > 0 {
+                    let (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: remaining,
+                                                                 rate: settings.ratePerSecond, burst: settings.burst)
+                    remaining -= granted
+                    if remaining > 0 { try await Task.sleep(for: .milliseconds(max(wait, 1))) }
+                }
+            }
+            let wave = try await withThrowingTaskGroup(of: (Int, ProviderResult).self) { group in
+                for i in next..<end {
+                    let (message, attempt, address) = items[i]
+                    group.addTask { [provider] in
+                        let started = ContinuousClock.now
+                        let result = await provider.deliver(ProviderRequest(message: message, address: address, attempt: attempt))
+                        Metrics.Timer(label: "waymark_provider_seconds", dimensions: [("provider", provider.name)])
+                            .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
+                        if case .accepted = result {
+                            try await store.complete(customer: message.customerID, messageID: message.messageID.description,
+                                                     channel: message.channel.rawValue)
+                        } else {
+                            Counter(label: "waymark_provider_errors_total", dimensions: [("provider", provider.name)]).increment()
+                        }
+                        return (i, result)
+                    }
+                }
+                var collected: [(Int, ProviderResult)] = []
+                for try await item in group { collected.append(item) }
+                return collected
+            }
+            for (i, result) in wave { results[i] = result }
+            next = end
+        }
+        return results
+    }
+
+    /// The next fallback channel with consent and an address.
+    private func nextChannel(after message: OutboundMessage, profile: CustomerProfile?) -> Channel? {
+        message.fallbackChannels.first { channel in
+            channel != message.channel && profile?.consent[channel] == true && profile?.contacts[channel] != nil
+        }
+    }
+
+    /// A decision (and optionally a receipt) about `message` taken at send time.
+    private func outcome(_ message: OutboundMessage, _ reason: DecisionReason, rule: String, now: Timestamp, receipt type: String?,
+                         sendAfter: Timestamp? = nil, detail: String) -> [KafkaProducerRecord] {
+        let decision = Decision(reason: reason, rule: rule, customerID: message.customerID, journey: message.journey,
+                                journeyVersion: message.journeyVersion, stage: message.stage, step: message.step,
+                                channel: message.channel, messageID: message.messageID, priority: message.priority,
+                                decidedAt: now, sendAfter: sendAfter, expiresAt: message.expiresAt, causedBy: message.causedBy,
+                                detail: detail)
+        var records = [KafkaProducerRecord(topic: environment.settings.kafka.decisions.name, key: Array(message.customerID.utf8),
+                                           value: decision.jsonBytes())]
+        if let type { records.append(self.receipt(message, type: type, now: now, detail: detail)) }
+        return records
+    }
+
+    /// A delivery receipt, in touchpoint format, for the `deliveries` topic (fed back to journeys).
+    private func receipt(_ message: OutboundMessage, type: String, now: Timestamp, detail: String?) -> KafkaProducerRecord {
+        var w = JSONWriter(capacity: 320)
+        w.beginObject()
+        w.key("event_id"); w.string("r-\(message.messageID.description)-\(type)-\(message.channel.rawValue)")
+        w.key("customer_id"); w.string(message.customerID)
+        w.key("type"); w.string(type)
+        w.key("occurred_at"); w.timestamp(now)
+        w.key("source"); w.string("waymark-sender")
+        w.key("attributes"); w.beginObject()
+        w.key("message_id"); w.string(message.messageID.description)
+        w.key("channel"); w.string(message.channel.rawValue)
+        w.key("journey"); w.string(message.journey)
+        w.key("step"); w.string(message.step)
+        w.key("template"); w.string(message.template)
+        if let detail { w.key("detail"); w.string(detail) }
+        w.endObject()
+        w.endObject()
+        return KafkaProducerRecord(topic: environment.settings.kafka.deliveries.name, key: Array(message.customerID.utf8), value: w.bytes)
+    }
+}

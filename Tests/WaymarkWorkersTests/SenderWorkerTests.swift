@@ -1,0 +1,153 @@
+import Foundation
+import Synchronization
+import Testing
+import WaymarkEngine
+import WaymarkKafka
+import WaymarkWorkers
+
+/// A provider that records calls (with the test clock's time) and fails as told.
+final class ScriptedProvider: MessageProvider {
+    let name = "scripted"
+    struct Call: Sendable { var id: String; var channel: Channel; var attempt: Int; var at: Timestamp; var wall: ContinuousClock.Instant }
+    private let state = Mutex<(calls: [Call], transientLeft: [String: Int], permanent: Set<Channel>)>(([], [:], []))
+    let clock: TestClock
+
+    init(clock: TestClock) { self.clock = clock }
+    var calls: [Call] { state.withLock { $0.calls } }
+    func failTransiently(_ id: String, times: Int) { state.withLock { $0.transientLeft[id] = times } }
+    func failPermanently(on channel: Channel) { state.withLock { _ = $0.permanent.insert(channel) } }
+
+    func deliver(_ request: ProviderRequest) async -> ProviderResult {
+        let id = request.idempotencyKey, channel = request.message.channel
+        return state.withLock { s in
+            s.calls.append(Call(id: id, channel: channel, attempt: request.attempt, at: clock.now, wall: .now))
+            if s.permanent.contains(channel) { return .permanentFailure(reason: "invalid address") }
+            if let left = s.transientLeft[id], left > 0 { s.transientLeft[id] = left - 1; return .transientFailure(reason: "503") }
+            return .accepted(reference: nil)
+        }
+    }
+}
+
+@Suite("Sender workers on the real stack", .serialized)
+struct SenderWorkerTests {
+    // 2026-11-21 12:00 Oslo (11:00Z), daytime.
+    static let noon = Timestamp(milliseconds: 1_795_690_800_000)
+    static let profile = #"{"customer_id":"c-1","timezone":"Europe/Oslo","contacts":{"sms":"+4790000001","email":"c1@example.com"},"consent":{"sms":true,"email":true},"preferred_channels":["sms","email"]}"#
+
+    static func message(_ n: Int, channel: Channel = .sms, at t: Timestamp = noon, expires: TimeSpan = .hours(12)) -> OutboundMessage {
+        OutboundMessage(messageID: MessageID(journey: "j", version: 1, customerID: "c-1", step: "s", causedBy: "e-\(n)", instanceKey: "", sequence: 0),
+                        customerID: "c-1", channel: channel, journey: "j", journeyVersion: 1, stage: "main", step: "s",
+                        template: "t", priority: 1, transactional: false, createdAt: t, sendAfter: t, expiresAt: t.adding(expires),
+                        causedBy: "e-\(n)", locale: nil, variables: [:], fallbackChannels: channel == .sms ? [.email] : [])
+    }
+
+    /// Runs a sender and a scheduler with a scripted provider; `body` gets the provider and clock.
+    func withSender(yaml: String = "", _ body: (Harness, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
+        try await Harness.with(workerYAML: yaml) { h in
+            let clock = TestClock(Self.noon)
+            let provider = ScriptedProvider(clock: clock)
+            let env = h.environment(clock: clock)
+            // The journey worker stores profiles (the sender reads them from Redis).
+            let journey = JourneyWorker(environment: env, client: h.client, redis: h.redis)
+            let sender = SenderWorker(environment: env, channels: [.sms, .email], provider: provider, client: h.client, redis: h.redis)
+            let scheduler = Scheduler(environment: env, client: h.client, redis: h.redis)
+            let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
+                g.addTask { try await journey.run() }
+                g.addTask { try await sender.run() }
+                g.addTask { try await scheduler.run() }
+                try await g.waitForAll()
+            } }
+            try await h.produce("customers", key: "c-1", json: Self.profile)
+            #expect(try await h.eventually { journey.stats.profiles == 1 })
+            try await body(h, provider, clock, sender)
+            journey.stop(); sender.stop(); scheduler.stop()
+            try await services.value
+        }
+    }
+
+    func publish(_ h: Harness, _ messages: [OutboundMessage]) async throws {
+        for m in messages { try await h.produce("outbound.\(m.channel.rawValue)", key: "c-1", json: String(decoding: m.jsonBytes(), as: UTF8.self)) }
+    }
+
+    @Test("each message reaches the provider once, even when redelivered; receipts go to deliveries")
+    func exactlyOnce() async throws {
+        try await withSender { h, provider, _, sender in
+            let messages = (1...5).map { Self.message($0) }
+            try await publish(h, messages)
+            try await publish(h, [messages[0], messages[3]])  // the same ids again (an outbox re-publish)
+            #expect(try await h.eventually { sender.stats.delivered == 5 && sender.stats.duplicatesSkipped == 2 })
+            #expect(provider.calls.count == 5)
+            #expect(Set(provider.calls.map(\.id)) == Set(messages.map { $0.messageID.description }))
+            let receipts = try await h.read("deliveries", expected: 5)
+            #expect(receipts.count == 5)
+            #expect(receipts.allSatisfy { jsonObject($0.value)["type"] as? String == "message_delivered" })
+        }
+    }
+
+    @Test("quiet hours are checked again at the moment of sending; the message is released after them")
+    func sendTimeQuietHours() async throws {
+        try await withSender { h, provider, clock, sender in
+            // Decided at noon, but the sender only sees it at 23:00 Oslo: quiet hours.
+            let late = Self.noon.adding(.hours(11))
+            clock.set(late)
+            let m = Self.message(1, at: Self.noon, expires: .hours(48))
+            try await publish(h, [m])
+            #expect(try await h.eventually { sender.stats.parked == 1 })
+            let decisions = try await h.read("journey.decisions", expected: 1)
+            #expect(jsonObject(decisions.first?.value)["reason"] as? String == "deferred_quiet_hours")
+            #expect(provider.calls.isEmpty)
+            // 08:31 the next morning (window 21:00–08:00, spread 30 min): released and sent.
+            clock.set(Self.noon.adding(.hours(20)).adding(.minutes(31)))
+            #expect(try await h.eventually { sender.stats.delivered == 1 })
+            let call = try #require(provider.calls.first)
+            if case .quiet = h.engine.quietHours.check(channel: .sms, transactional: false, profile: nil, at: call.at) {
+                Issue.record("provider called inside quiet hours at \(call.at)")
+            }
+        }
+    }
+
+    @Test("transient failures are retried with backoff; a permanent failure falls back to the next channel")
+    func retryAndFallback() async throws {
+        try await withSender(yaml: "sender:\n  retry_backoff_ms: 100\n  max_attempts: 4\n") { h, provider, clock, sender in
+            let flaky = Self.message(1)
+            provider.failTransiently(flaky.messageID.description, times: 2)
+            try await publish(h, [flaky])
+            // Retries are parked on the (test) clock: let it run 250 ms per poll.
+            #expect(try await h.eventually { clock.set(clock.now.adding(TimeSpan(milliseconds: 250))); return sender.stats.delivered == 1 })
+            #expect(provider.calls.map(\.attempt) == [1, 2, 3])
+
+            provider.failPermanently(on: .sms)
+            let doomed = Self.message(2)
+            try await publish(h, [doomed])
+            #expect(try await h.eventually { sender.stats.fallbacks == 1 && sender.stats.delivered == 2 })
+            let last = provider.calls.filter { $0.id == doomed.messageID.description }
+            #expect(last.map(\.channel) == [.sms, .email])
+            let decisions = try await h.read("journey.decisions", expected: 1)
+            #expect(decisions.contains { jsonObject($0.value)["reason"] as? String == "fallback_channel" })
+        }
+    }
+
+    @Test("expired messages are not sent")
+    func expired() async throws {
+        try await withSender { h, provider, clock, sender in
+            clock.set(Self.noon.adding(.hours(13)))
+            try await publish(h, [Self.message(1, expires: .hours(12))])
+            #expect(try await h.eventually { sender.stats.expired == 1 })
+            #expect(provider.calls.isEmpty)
+        }
+    }
+
+    @Test("the rate limit holds across the calls of a burst")
+    func rateLimit() async throws {
+        try await withSender(yaml: "sender:\n  rate_per_second: 20\n  burst: 5\n") { h, provider, _, sender in
+            try await publish(h, (1...40).map { Self.message($0) })
+            #expect(try await h.eventually(timeout: .seconds(30)) { sender.stats.delivered == 40 })
+            let times = provider.calls.map(\.wall).sorted()
+            // In any window of one second, at most rate + burst calls.
+            for (i, start) in times.enumerated() {
+                let inWindow = times[i...].prefix { $0 - start < .seconds(1) }.count
+                #expect(inWindow <= 25, "\(inWindow) calls within one second")
+            }
+        }
+    }
+}
