@@ -23,8 +23,52 @@ struct Worker: AsyncParsableCommand {
               waymark worker journey --config /etc/waymark/waymark.yaml --journeys /etc/waymark
               waymark worker journey --with-scheduler
               waymark worker scheduler
+              waymark worker sender --channel sms --channel whatsapp
             """,
-        subcommands: [Journey.self, SchedulerCommand.self])
+        subcommands: [Journey.self, SchedulerCommand.self, Sender.self])
+
+    struct Sender: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hand outbound messages to a provider: send-time rules, dedup by message id, rate limit, retries, fallback.",
+            discussion: """
+                One process can serve several channels; run more processes for more throughput (they share \
+                the consumer group, the per-channel rate limit and the dedup claims in Redis).
+
+                Examples:
+                  waymark worker sender --channel sms
+                  waymark worker sender --channel email --channel push
+                  waymark worker sender            # every channel in kafka.channels
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+        @Option(name: .customLong("channel"), help: "A channel to serve (repeatable); default: all configured channels.")
+        var channels: [String] = []
+        @Option(help: "File provider: write here instead of sender.file_path (one file per process).")
+        var providerFile: String?
+
+        func validate() throws {
+            for channel in channels where WaymarkEngine.Channel(rawValue: channel) == nil {
+                throw ValidationError("unknown channel '\(channel)'; known: \(WaymarkEngine.Channel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+
+        func run() async throws {
+            let runtime = try WorkerRuntime(global: global, journeys: journeys)
+            let settings = runtime.environment.settings
+            let served = (channels.isEmpty ? settings.kafka.channels : channels).compactMap(WaymarkEngine.Channel.init(rawValue:))
+            var senderSettings = settings.sender
+            if let providerFile {
+                senderSettings.provider = .file
+                senderSettings.filePath = providerFile
+            }
+            let provider = try makeProvider(senderSettings)
+            let sender = SenderWorker(environment: runtime.environment, channels: served, provider: provider,
+                                      client: runtime.client, redis: runtime.redis)
+            try await runtime.run(stop: { sender.stop() }) { group in
+                group.addTask { try await sender.run() }
+            }
+        }
+    }
 
     struct Journey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -128,4 +172,12 @@ final class ManualFlag: @unchecked Sendable {
     private var value = false
     /// Sets the flag; returns whether it had been set before.
     func set() -> Bool { lock.withLock { defer { value = true }; return value } }
+}
+
+/// The provider configured in `sender:`.
+func makeProvider(_ settings: SenderSettings) throws -> any MessageProvider {
+    switch settings.provider {
+    case .file: return try FileProvider(path: settings.filePath)
+    case .webhook: throw ValidationError("the webhook provider is not available in this build")
+    }
 }

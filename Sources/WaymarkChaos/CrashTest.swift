@@ -21,6 +21,8 @@ public struct CrashTestConfiguration: Sendable {
     public var journeyWorkers = 2
     /// `kill -9` of a random journey worker, each followed by a restart.
     public var journeyKills = 5
+    /// `kill -9` of a random sender process (two run: sms+whatsapp+rcs, email+push+viber).
+    public var senderKills = 5
     /// SIGSTOP Redis for this long mid-stream (then SIGCONT); `nil` to skip.
     public var pauseRedis: Duration? = .seconds(5)
     /// SIGSTOP the broker for this long mid-stream; `nil` to skip.
@@ -47,6 +49,11 @@ public struct CrashReport: Sendable {
     public var pauses: [String] = []
     public var eventsMissingFromState = 0
     public var deadLetters = 0
+    public var senderKills = 0
+    public var handedToProvider = 0
+    public var providerRepeatsDropped = 0
+    public var parkedAtEnd = 0
+    public var suppressedAtSend = 0
     public var outboundRecords = 0
     public var distinctMessages = 0
     public var duplicateOutboundRecords = 0
@@ -56,10 +63,12 @@ public struct CrashReport: Sendable {
 
     public func render() -> String {
         var lines = [
-            "Crash test: \(events) touchpoints, \(customers) customers, \(kills) kill -9 of journey workers, pauses: \(pauses.joined(separator: ", "))",
+            "Crash test: \(events) touchpoints, \(customers) customers, \(kills) kill -9 of journey workers, \(senderKills) of senders, pauses: \(pauses.joined(separator: ", "))",
             "  events missing from state: \(eventsMissingFromState)",
             "  dead letters: \(deadLetters)",
             "  outbound records: \(outboundRecords), distinct message ids: \(distinctMessages), re-published copies: \(duplicateOutboundRecords) (deduplicated by senders by message id)",
+            "  senders (\(senderKills) kill -9): handed to the provider \(handedToProvider), parked for later \(parkedAtEnd), suppressed at send time \(suppressedAtSend)",
+            "  resends after a sender died mid-call, dropped by the provider's idempotency key: \(providerRepeatsDropped)",
             "  decisions: \(decisions)",
             "  elapsed: \(elapsed)",
         ]
@@ -95,6 +104,10 @@ public enum CrashTest {
               port: \(redisServer.port)
               shards: \(shards)
               command_timeout_ms: 2000
+            sender:
+              rate_per_second: 20000
+              burst: 2000
+              claim_stale_ms: 3000
             worker:
               max_batch: 2000
               scheduler_interval_ms: 100
@@ -127,6 +140,12 @@ public enum CrashTest {
         }
         var workers = try (0..<config.journeyWorkers).map { try spawn("journey-\($0)", ["journey"]) }
         let scheduler = try spawn("scheduler", ["scheduler"])
+        let senderChannels = [["sms", "whatsapp", "rcs"], ["email", "push", "viber"]]
+        let providerFiles = (0..<senderChannels.count).map { stack.directory.appendingPathComponent("provider-\($0).jsonl").path }
+        func spawnSender(_ index: Int, _ round: Int) throws -> ManagedProcess {
+            try spawn("sender-\(index)-r\(round)", ["sender"] + senderChannels[index].flatMap { ["--channel", $0] } + ["--provider-file", providerFiles[index]])
+        }
+        var senders = try senderChannels.indices.map { try spawnSender($0, 0) }
 
         let producer = try KafkaProducer(configuration: .init(client: client))
         try await producer.sendAll(profiles.map {
@@ -152,6 +171,9 @@ public enum CrashTest {
         var moments: [(Double, String)] = (0..<config.journeyKills).map { i in
             (window * (Double(i) + Double(rng.next() % 1000) / 1000) / Double(max(config.journeyKills, 1)), "kill")
         }
+        moments += (0..<config.senderKills).map { i in
+            (window * (Double(i) + Double(rng.next() % 1000) / 1000) / Double(max(config.senderKills, 1)), "kill-sender")
+        }
         if config.pauseRedis != nil { moments.append((window * 0.35, "redis")) }
         if config.pauseBroker != nil { moments.append((window * 0.65, "broker")) }
         moments.sort { $0.0 < $1.0 }
@@ -167,6 +189,13 @@ public enum CrashTest {
                 log("  kill -9 journey worker \(index) at \(String(format: "%.1f", at)) s")
                 try await Task.sleep(for: .milliseconds(300 + Int64(rng.next() % 700)))
                 workers[index] = try spawn("journey-\(index)-r\(report.kills)", ["journey"])
+            case "kill-sender":
+                let index = Int(rng.next() % UInt64(senders.count))
+                senders[index].kill9()
+                report.senderKills += 1
+                log("  kill -9 sender \(index) at \(String(format: "%.1f", at)) s")
+                try await Task.sleep(for: .milliseconds(300 + Int64(rng.next() % 700)))
+                senders[index] = try spawnSender(index, report.senderKills)
             case "redis":
                 let pause = config.pauseRedis!
                 log("  SIGSTOP redis for \(pause)")
@@ -194,14 +223,19 @@ public enum CrashTest {
             let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: [settings.kafka.touchpoints.name, settings.kafka.customers.name])
             let pending = try await redis.pipeline((0..<shards).map { RedisCommand("ZCARD", keys.pendingOutbox(shard: $0)) })
                 .reduce(0) { $0 + Int($1.integer ?? 0) }
-            if lag.map(\.lag).reduce(0, +) == 0, pending == 0 { break }
+            let outboundTopics = settings.kafka.channels.map { settings.kafka.outboundTopic($0) }
+            let senderLag = try await admin.lag(group: settings.kafka.senderGroup, topics: outboundTopics).map(\.lag).reduce(0, +)
+            if lag.map(\.lag).reduce(0, +) == 0, pending == 0, senderLag == 0 { break }
             if ContinuousClock.now > deadline {
                 report.violations.append("not drained after 180 s: lag \(lag.map(\.lag).reduce(0, +)), pending outbox \(pending)")
                 break
             }
             try await Task.sleep(for: .milliseconds(500))
         }
+        // Let in-flight sends and a scheduler pass settle, then stop everything gracefully.
+        try await Task.sleep(for: .seconds(2))
         for worker in workers { worker.stop(grace: .seconds(20)) }
+        for sender in senders { sender.stop(grace: .seconds(20)) }
         scheduler.stop(grace: .seconds(20))
 
         // 1. Every event is in its customer's state.
@@ -259,6 +293,46 @@ public enum CrashTest {
         let audit = InvariantAudit(engine: engine)
         report.violations += audit.capViolations(Array(messages.values))
         report.violations += audit.quietHourViolations(Array(messages.values), profiles: profileMap)
+
+        // 4. The provider side: each message id handed over once, at an allowed time; none lost.
+        var handed: [String: Int] = [:]
+        var handedMessages: [InvariantAudit.Message] = []
+        for path in providerFiles {
+            let data = FileManager.default.contents(atPath: path) ?? Data()
+            for line in data.split(separator: 0x0A) {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                      let key = object["idempotency_key"] as? String, let at = object["handed_at"] as? Int,
+                      var message = messages[key] else { continue }
+                handed[key, default: 0] += 1
+                message.sendAfter = Timestamp(milliseconds: Int64(at))  // the moment of the provider call
+                handedMessages.append(message)
+            }
+            let repeats = FileManager.default.contents(atPath: path + ".repeats") ?? Data()
+            report.providerRepeatsDropped += repeats.split(separator: 0x0A).count
+        }
+        report.handedToProvider = handed.count
+        if handed.isEmpty {
+            let sizes = providerFiles.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? -1 }
+            log("  no provider calls recorded; provider file sizes \(sizes); last sender log:\n\(senders.last?.logTail(bytes: 1500) ?? "")")
+        }
+        for (key, count) in handed where count > 1 { report.violations.append("message \(key) handed to the provider \(count) times") }
+        report.violations += audit.quietHourViolations(handedMessages, profiles: profileMap).map { "provider call: " + $0 }
+        let redis2 = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        let senderStore = SenderStore(connection: redis2, keys: keys)
+        let parkedIDs = Set(try await senderStore.dueDelayed(now: .max, limitPerShard: 100_000).map(\.messageID))
+        await redis2.close()
+        report.parkedAtEnd = parkedIDs.count
+        var suppressed = Set<String>()
+        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+            guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+                  let rule = object["rule"] as? String, rule.hasPrefix("send_time:"),
+                  let reason = object["reason"] as? String, reason.hasPrefix("suppressed"),
+                  let id = object["message_id"] as? String else { continue }
+            suppressed.insert(id)
+        }
+        report.suppressedAtSend = suppressed.count
+        let unaccounted = Set(messages.keys).subtracting(handed.keys).subtracting(parkedIDs).subtracting(suppressed)
+        if !unaccounted.isEmpty { report.violations.append("\(unaccounted.count) published messages were neither handed to the provider, parked nor suppressed (lost)") }
         report.elapsed = ContinuousClock.now - started
         return report
     }

@@ -36,9 +36,12 @@ public struct JSONWriter: Sendable {
     }
 
     public mutating func string(_ s: String) { comma(); appendEscaped(s); needsComma = true }
-    public mutating func raw(_ b: [UInt8]) {
+    /// A string whose bytes need no escaping (ids, hex), quoted.
+    public mutating func unescapedString(_ b: [UInt8]) {
         comma(); bytes.append(UInt8(ascii: "\"")); bytes.append(contentsOf: b); bytes.append(UInt8(ascii: "\"")); needsComma = true
     }
+    /// An already-encoded JSON value (an object, say), inserted as is.
+    public mutating func rawJSON(_ b: [UInt8]) { comma(); bytes.append(contentsOf: b); needsComma = true }
     public mutating func int(_ v: Int64) { comma(); bytes.append(contentsOf: String(v).utf8); needsComma = true }
     public mutating func bool(_ v: Bool) { comma(); bytes.append(contentsOf: (v ? "true" : "false").utf8); needsComma = true }
     public mutating func null() { comma(); bytes.append(contentsOf: "null".utf8); needsComma = true }

@@ -60,7 +60,7 @@ public struct OutboundMessage: Sendable, Hashable {
         w.key("journey"); w.string(journey)
         w.key("journey_version"); w.int(Int64(journeyVersion))
         w.key("locale"); w.optionalString(locale)
-        w.key("message_id"); w.raw(messageID.bytes())
+        w.key("message_id"); w.unescapedString(messageID.bytes())
         w.key("priority"); w.int(Int64(priority))
         w.key("send_after"); w.timestamp(sendAfter)
         w.key("stage"); w.string(stage)
@@ -171,7 +171,7 @@ public struct Decision: Sendable, Hashable {
         w.key("instance_key"); w.optionalString(instanceKey)
         w.key("journey"); w.optionalString(journey)
         w.key("journey_version"); if let journeyVersion { w.int(Int64(journeyVersion)) } else { w.null() }
-        w.key("message_id"); if let messageID { w.raw(messageID.bytes()) } else { w.null() }
+        w.key("message_id"); if let messageID { w.unescapedString(messageID.bytes()) } else { w.null() }
         w.key("priority"); if let priority { w.int(Int64(priority)) } else { w.null() }
         w.key("reason"); w.string(reason.rawValue)
         w.key("rule"); w.string(rule)

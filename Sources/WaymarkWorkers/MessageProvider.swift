@@ -31,22 +31,35 @@ public protocol MessageProvider: Sendable {
 }
 
 /// Writes each message as one JSON line to a file (or standard output with path `-`): for local
-/// runs and tests. Appends are serialised; the file is opened in append mode.
+/// runs and tests. Like a real provider it honours idempotency keys: a repeated key (a resend after a
+/// sender died between the provider call and marking the message done) is dropped, not written
+/// again, and noted in `<path>.repeats`. Keys already in the file are loaded at start.
 public final class FileProvider: MessageProvider {
     public let name = "file"
-    private let handle: Mutex<FileHandle>
+    private let state: Mutex<(file: FileHandle, seen: Set<String>, repeats: FileHandle?)>
 
     public init(path: String) throws {
         if path == "-" {
-            handle = Mutex(FileHandle.standardOutput)
-        } else {
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-            guard let file = FileHandle(forWritingAtPath: path) else {
-                throw ProviderError(message: "cannot open \(path) for writing")
-            }
-            file.seekToEndOfFile()
-            handle = Mutex(file)
+            state = Mutex((FileHandle.standardOutput, [], nil))
+            return
         }
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        var seen = Set<String>()
+        if let data = FileManager.default.contents(atPath: path) {
+            let needle = Array("{\"idempotency_key\":\"".utf8)
+            for line in data.split(separator: 0x0A) where line.starts(with: needle) {
+                let rest = line.dropFirst(needle.count)
+                if let end = rest.firstIndex(of: UInt8(ascii: "\"")) { seen.insert(String(decoding: rest[..<end], as: UTF8.self)) }
+            }
+        }
+        let repeatsPath = path + ".repeats"
+        if !FileManager.default.fileExists(atPath: repeatsPath) { FileManager.default.createFile(atPath: repeatsPath, contents: nil) }
+        guard let file = FileHandle(forWritingAtPath: path), let repeats = FileHandle(forWritingAtPath: repeatsPath) else {
+            throw ProviderError(message: "cannot open \(path) for writing")
+        }
+        file.seekToEndOfFile()
+        repeats.seekToEndOfFile()
+        state = Mutex((file, seen, repeats))
     }
 
     public func deliver(_ request: ProviderRequest) async -> ProviderResult {
@@ -54,13 +67,21 @@ public final class FileProvider: MessageProvider {
         w.beginObject()
         w.key("idempotency_key"); w.string(request.idempotencyKey)
         w.key("attempt"); w.int(Int64(request.attempt))
+        w.key("handed_at"); w.int(WallClock.now().milliseconds)
         w.key("to"); w.string(request.address)
-        w.key("message"); w.raw(request.message.jsonBytes())
+        w.key("message"); w.rawJSON(request.message.jsonBytes())
         w.endObject()
         var line = w.bytes
         line.append(0x0A)
         let data = Data(line)
-        handle.withLock { $0.write(data) }
+        let key = request.idempotencyKey
+        state.withLock { s in
+            if s.repeats != nil, !s.seen.insert(key).inserted {
+                s.repeats?.write(Data((key + "\n").utf8))
+                return
+            }
+            s.file.write(data)
+        }
         return .accepted(reference: nil)
     }
 }

@@ -10,18 +10,21 @@ struct CrashTests {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
     }
 
-    @Test("kill -9 journey workers 5 times and pause Redis and the broker: no loss, no doubles, rules hold")
+    @Test("kill -9 journey workers and senders 5 times each, pause Redis and the broker: no loss, no doubles, rules hold")
     func killAndPause() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
         var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: Harness.repoRoot + "/config")
         config.events = 20_000
         config.journeyKills = 5
+        config.senderKills = 5
         config.pauseRedis = .seconds(5)
         config.pauseBroker = .seconds(5)
         config.produceRate = 2_000
         let report = try await CrashTest.run(config)
         print(report.render())
         #expect(report.kills == 5)
+        #expect(report.senderKills == 5)
+        #expect(report.handedToProvider > 100, "too few provider calls for the audit to mean anything")
         #expect(report.violations.isEmpty, "\(report.violations.prefix(10))")
         #expect(report.eventsMissingFromState == 0)
         #expect(report.distinctMessages > 100, "too few messages for the audit to mean anything")
