@@ -445,7 +445,13 @@ private final class ServerCore: @unchecked Sendable {
                 && !(response.headers["Connection"]?.lowercased().contains("close") ?? false)
             requests.add(1, ordering: .relaxed)
             let bytes = Self.serialize(response, omitBody: head.method == "HEAD", keepAlive: keepAlive)
-            guard Socket.sendAll(connection.fd, bytes), keepAlive else {
+            guard Socket.sendAll(connection.fd, bytes) else {
+                release(connection, keep: false)
+                return
+            }
+            guard keepAlive else {
+                // Bytes of a next request are waiting: closing on them would reset the connection.
+                if !connection.buffer.isEmpty { Socket.lingeringClose(connection.fd) }
                 release(connection, keep: false)
                 return
             }
