@@ -294,3 +294,33 @@ struct MetricsTests {
         #expect(PrometheusExporter.sanitize("p99_ok") == "p99_ok")
     }
 }
+
+@Suite("HTTP client over TLS", .enabled(if: TLSEchoServer.toolsAvailable, "needs openssl and python3 on PATH"))
+struct TLSTests {
+    @Test("verification: trusted CA succeeds; untrusted CA or wrong host name fail with tls; verifyTLS=false connects")
+    func verification() async throws {
+        let server = try await TLSEchoServer()
+        defer { server.stop() }
+        let url = "https://127.0.0.1:\(server.port)/hook"
+        let body = Array(#"{"message_id":"m-9"}"#.utf8)
+
+        let trusting = try HTTPClient(configuration: HTTPClientConfiguration(caBundlePath: server.certificatePath))
+        let response = try await trusting.post(url: url, headers: ["Idempotency-Key": "m-9"], body: body)
+        #expect(response.status == 201)
+        #expect(response.body == body)
+        let wrongName = await errorKind { () throws(HTTPClientError) in
+            try await trusting.post(url: "https://localhost:\(server.port)/hook", body: body)
+        }
+        #expect(wrongName == .tls)  // the certificate names IP 127.0.0.1 only
+        await trusting.shutdown()
+
+        let systemStore = try HTTPClient()
+        let untrusted = await errorKind { () throws(HTTPClientError) in try await systemStore.post(url: url, body: body) }
+        #expect(untrusted == .tls)
+        await systemStore.shutdown()
+
+        let insecure = try HTTPClient(configuration: HTTPClientConfiguration(verifyTLS: false))
+        #expect(try await insecure.post(url: url, body: body).status == 201)
+        await insecure.shutdown()
+    }
+}

@@ -108,3 +108,92 @@ func withServer<T>(_ configuration: HTTPServerConfiguration = HTTPServerConfigur
 func statusLine(_ response: String) -> String {
     String(response.split(separator: "\r\n", maxSplits: 1).first ?? "")
 }
+
+/// A Python HTTPS echo server (`POST` answers `201` with the request body) with a throwaway
+/// self-signed certificate for `IP:127.0.0.1`. Needs `openssl` and `python3` on PATH.
+final class TLSEchoServer: @unchecked Sendable {
+    let port: Int
+    /// PEM file of the server's self-signed certificate (use it as the client's CA bundle).
+    let certificatePath: String
+    private let process: Process
+    private let directory: URL
+
+    private static let script = #"""
+    import http.server, ssl, sys
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[1], sys.argv[2])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+    """#
+
+    static var toolsAvailable: Bool {
+        ["openssl", "python3"].allSatisfy { tool in
+            (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").contains {
+                FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)")
+            }
+        }
+    }
+
+    init() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("waymark-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        certificatePath = directory.appendingPathComponent("cert.pem").path
+        let keyPath = directory.appendingPathComponent("key.pem").path
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        openssl.arguments = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                             "-keyout", keyPath, "-out", certificatePath]
+        openssl.standardOutput = FileHandle.nullDevice
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        guard openssl.terminationStatus == 0 else { throw POSIXError(.EINVAL) }
+
+        let output = Pipe()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", Self.script, certificatePath, keyPath]
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let reader = OwnedThread(name: "tls-echo-read")
+        let line = try await reader.run { () -> String in
+            var bytes: [UInt8] = []
+            while true {
+                let chunk = output.fileHandleForReading.readData(ofLength: 1)
+                if chunk.isEmpty || chunk.first == 10 { break }
+                bytes.append(contentsOf: chunk)
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        reader.shutdown()
+        guard let port = Int(line) else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw POSIXError(.EIO)
+        }
+        self.port = port
+    }
+
+    func stop() {
+        // The child inherits a signal mask that blocks SIGTERM (Process spawns from a thread that
+        // blocks signals), so `terminate()` would not stop it; SIGKILL cannot be blocked.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
