@@ -4,10 +4,14 @@ import PackageDescription
 /// Waymark: omnichannel customer-journey orchestration on Kafka and Redis.
 ///
 /// Layers (each folder under Sources/ is one):
-/// - `CRdKafka`, `CHiredis`: system-library shims (pkg-config) for librdkafka ≥ 2.2 and hiredis.
+/// - `CRdKafka`, `CHiredis`, `CCurl`: system-library shims (pkg-config) for librdkafka ≥ 2.2, hiredis
+///   and libcurl (`CCurl` also wraps curl's variadic setters in typed inline functions).
 /// - `WaymarkThreads`: threads Waymark owns, so blocking C calls never run on the cooperative pool.
 /// - `WaymarkKafka`: producer, consumer and admin clients over librdkafka.
 /// - `WaymarkRedis`: pipelined Redis connection over hiredis, with EVALSHA script support.
+/// - `WaymarkHTTP`: embedded HTTP/1.1 server (metrics, health, readiness), Prometheus registry,
+///   and an HTTP client over libcurl for webhook providers.
+/// - `WaymarkHTTPTesting`: a fake webhook provider for tests (records requests, fails or stalls on demand).
 /// - `WaymarkConfig`: YAML configuration, validated at start-up.
 /// - `WaymarkEngine`: the pure journey engine (no I/O, deterministic).
 /// - `WaymarkLocalStack`: starts a real redis-server and Tansu broker on free loopback ports.
@@ -26,19 +30,36 @@ let package = Package(
         .library(name: "WaymarkRedis", targets: ["WaymarkRedis"]),
         .library(name: "WaymarkEngine", targets: ["WaymarkEngine"]),
         .library(name: "WaymarkLocalStack", targets: ["WaymarkLocalStack"]),
+        .library(name: "WaymarkHTTP", targets: ["WaymarkHTTP"]),
+        .library(name: "WaymarkHTTPTesting", targets: ["WaymarkHTTPTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
                        providers: [.apt(["librdkafka-dev (>= 2.2, built by deploy/scripts/setup.sh)"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "WaymarkThreads", swiftSettings: strict),
+        .target(
+            name: "WaymarkHTTP",
+            dependencies: [
+                "CCurl", "WaymarkThreads",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "WaymarkHTTPTesting",
+            dependencies: ["WaymarkHTTP", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
         .target(
             name: "WaymarkKafka",
             dependencies: ["CRdKafka", "WaymarkThreads", .product(name: "Logging", package: "swift-log")],
@@ -57,7 +78,7 @@ let package = Package(
         .target(name: "WaymarkIngest", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(
             name: "WaymarkWorkers",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest", "WaymarkConfig",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest", "WaymarkConfig", "WaymarkHTTP",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strict),
         .target(
@@ -77,7 +98,7 @@ let package = Package(
             name: "WaymarkCLI",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
-                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest", "WaymarkHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -100,6 +121,7 @@ let package = Package(
         .testTarget(
             name: "WaymarkWorkersTests",
             dependencies: ["WaymarkWorkers", "WaymarkChaos", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
+                           "WaymarkHTTP", "WaymarkHTTPTesting",
                            "WaymarkRedis", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkSample",
                            .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
@@ -107,6 +129,13 @@ let package = Package(
             name: "WaymarkIngestTests",
             dependencies: ["WaymarkIngest", "WaymarkEngine", "WaymarkSample"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig", "WaymarkEngine"]),
+        .testTarget(
+            name: "WaymarkHTTPTests",
+            dependencies: [
+                "WaymarkHTTP", "WaymarkHTTPTesting",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "WaymarkEngineTests",
             dependencies: ["WaymarkEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
