@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import WaymarkConfig
 import WaymarkEngine
+import WaymarkHTTP
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkWorkers
@@ -82,7 +83,7 @@ struct Worker: AsyncParsableCommand {
             let runtime = try WorkerRuntime(global: global, journeys: journeys)
             let worker = JourneyWorker(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
             let scheduler = withScheduler ? Scheduler(environment: runtime.environment, client: runtime.client, redis: runtime.redis) : nil
-            try await runtime.run(stop: { worker.stop(); scheduler?.stop() }) { group in
+            try await runtime.run(ready: { worker.isReady }, stop: { worker.stop(); scheduler?.stop() }) { group in
                 group.addTask { try await worker.run() }
                 if let scheduler { group.addTask { try await scheduler.run() } }
             }
@@ -113,9 +114,12 @@ struct WorkerRuntime {
     let client: KafkaClientConfiguration
     let redis: RedisConfiguration
     let logger: Logger
+    /// Bootstrapped before any worker exists: metric handles bind to the factory present when created.
+    let exporter = PrometheusExporter()
 
     init(global: GlobalOptions, journeys: String) throws {
         global.bootstrapLogging()
+        exporter.bootstrap()
         try KafkaLibrary.checkVersion()
         let settings = try WaymarkSettings.load(path: global.config)
         let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
@@ -130,13 +134,25 @@ struct WorkerRuntime {
     }
 
     /// Runs the services added by `body` until they end; SIGTERM/SIGINT call `stop` (a second signal exits at once).
-    func run(stop: @escaping @Sendable () -> Void, _ body: (inout ThrowingTaskGroup<Void, any Error>) -> Void) async throws {
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `worker.metrics_host:metrics_port` meanwhile.
+    func run(ready: @escaping @Sendable () -> Bool = { true }, stop: @escaping @Sendable () -> Void,
+             _ body: (inout ThrowingTaskGroup<Void, any Error>) -> Void) async throws {
         let signals = ShutdownSignals(logger: logger, stop: stop)
         defer { withExtendedLifetime(signals) {} }
+        let settings = environment.settings.worker
+        var server: HTTPServer?
+        if settings.metricsPort > 0 {
+            var router = HTTPRouter()
+            router.addOperationsRoutes(metrics: exporter) { Readiness(isReady: ready()) }
+            server = try HTTPServer.start(HTTPServerConfiguration(host: settings.metricsHost, port: settings.metricsPort),
+                                          router: router, logger: logger)
+            logger.info("operations endpoint up", metadata: ["http.address": "\(settings.metricsHost):\(settings.metricsPort)"])
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             body(&group)
             try await group.waitForAll()
         }
+        await server?.shutdown()
         logger.info("stopped cleanly")
     }
 }
@@ -178,6 +194,6 @@ final class ManualFlag: @unchecked Sendable {
 func makeProvider(_ settings: SenderSettings) throws -> any MessageProvider {
     switch settings.provider {
     case .file: return try FileProvider(path: settings.filePath)
-    case .webhook: throw ValidationError("the webhook provider is not available in this build")
+    case .webhook: return try WebhookProvider(url: settings.webhookURL, timeout: .milliseconds(settings.timeoutMilliseconds))
     }
 }

@@ -87,6 +87,8 @@ public struct WorkerSettings: Sendable {
     public var decisionsKept: Int
     /// Port of the metrics and health HTTP endpoint (0 = off; each worker process needs its own).
     public var metricsPort: Int
+    /// Address the endpoint binds (127.0.0.1 by default; 0.0.0.0 in containers so Prometheus can scrape).
+    public var metricsHost: String
 
     public enum UnknownCustomerPolicy: String, Sendable { case process, deadLetter = "dead_letter" }
 }
@@ -217,7 +219,7 @@ public struct WaymarkSettings: Sendable {
         }
         let workerNode = try reader.mapping(root["worker"] ?? Node.mapping(.init([])), "worker", allowed: [
             "max_batch", "poll_timeout_ms", "max_record_bytes", "max_future_skew_s", "unknown_customer",
-            "scheduler_interval_ms", "outbox_grace_ms", "state_ttl_days", "decisions_kept", "metrics_port",
+            "scheduler_interval_ms", "outbox_grace_ms", "state_ttl_days", "decisions_kept", "metrics_port", "metrics_host",
         ])
         let policyText = try reader.string(workerNode, "unknown_customer", "worker", default: "process")
         guard let policy = WorkerSettings.UnknownCustomerPolicy(rawValue: policyText) else {
@@ -233,7 +235,8 @@ public struct WaymarkSettings: Sendable {
             outboxGraceMilliseconds: try reader.int(workerNode, "outbox_grace_ms", "worker", default: 5_000, range: 100...3_600_000),
             stateTTLDays: try reader.int(workerNode, "state_ttl_days", "worker", default: 400, range: 0...3_650),
             decisionsKept: try reader.int(workerNode, "decisions_kept", "worker", default: 50, range: 0...10_000),
-            metricsPort: try reader.int(workerNode, "metrics_port", "worker", default: 9_464, range: 0...65_535))
+            metricsPort: try reader.int(workerNode, "metrics_port", "worker", default: 9_464, range: 0...65_535),
+            metricsHost: try reader.string(workerNode, "metrics_host", "worker", default: "127.0.0.1"))
         let senderNode = try reader.mapping(root["sender"] ?? Node.mapping(.init([])), "sender", allowed: [
             "provider", "file_path", "webhook_url", "timeout_ms", "rate_per_second", "burst", "max_attempts",
             "retry_backoff_ms", "concurrency", "claim_stale_ms",

@@ -29,7 +29,8 @@ public final class JourneyWorker: Sendable {
 
     private let eventsCounter = Counter(label: "waymark_journey_records_total")
     private let batchTimer = Metrics.Timer(label: "waymark_journey_batch_seconds")
-    private let lagGauge = Gauge(label: "waymark_journey_batch_records")
+    private let lagGauge = Gauge(label: "waymark_journey_consumer_lag")
+    private let batchSizeGauge = Gauge(label: "waymark_journey_batch_records")
 
     public init(environment: WorkerEnvironment, client: KafkaClientConfiguration, redis: RedisConfiguration) {
         self.environment = environment
@@ -82,6 +83,7 @@ public final class JourneyWorker: Sendable {
             let processed = ContinuousClock.now
             await inFlight.finish()
             let waited = ContinuousClock.now
+            lagGauge.record(Self.lag(consumer, batch))
             logger.debug("batch processed", metadata: [
                 "batch.records": "\(batch.count)", "batch.customers": "\(output.stats.customers)",
                 "batch.process_ms": "\((processed - started).milliseconds)", "batch.wait_previous_ms": "\((waited - processed).milliseconds)",
@@ -125,6 +127,15 @@ public final class JourneyWorker: Sendable {
         }
     }
 
+    /// Records behind the end of the partitions `batch` came from (high watermarks from fetch responses).
+    static func lag(_ consumer: KafkaConsumer, _ batch: [KafkaConsumerRecord]) -> Int {
+        var total: Int64 = 0
+        for next in nextOffsets(batch) {
+            if let marks = consumer.cachedWatermarks(next.topicPartition) { total += max(marks.high - next.offset, 0) }
+        }
+        return Int(total)
+    }
+
     /// The next offset to read per partition after `batch`.
     public static func nextOffsets(_ batch: [KafkaConsumerRecord]) -> [KafkaTopicPartitionOffset] {
         var next: [KafkaTopicPartition: Int64] = [:]
@@ -135,7 +146,7 @@ public final class JourneyWorker: Sendable {
     private func record(_ stats: BatchStats, records: Int, elapsed: Duration) {
         eventsCounter.increment(by: records)
         batchTimer.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-        lagGauge.record(records)
+        batchSizeGauge.record(records)
         for (reason, count) in stats.decisions {
             Counter(label: "waymark_decisions_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
         }

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WaymarkEngine
+import WaymarkHTTPTesting
 import WaymarkKafka
 import WaymarkWorkers
 
@@ -42,10 +43,12 @@ struct SenderWorkerTests {
     }
 
     /// Runs a sender and a scheduler with a scripted provider; `body` gets the provider and clock.
-    func withSender(yaml: String = "", _ body: (Harness, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
+    func withSender(yaml: String = "", provider custom: (any MessageProvider)? = nil,
+                    _ body: (Harness, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
         try await Harness.with(workerYAML: yaml) { h in
             let clock = TestClock(Self.noon)
-            let provider = ScriptedProvider(clock: clock)
+            let scripted = ScriptedProvider(clock: clock)
+            let provider: any MessageProvider = custom ?? scripted
             let env = h.environment(clock: clock)
             // The journey worker stores profiles (the sender reads them from Redis).
             let journey = JourneyWorker(environment: env, client: h.client, redis: h.redis)
@@ -59,7 +62,7 @@ struct SenderWorkerTests {
             } }
             try await h.produce("customers", key: "c-1", json: Self.profile)
             #expect(try await h.eventually { journey.stats.profiles == 1 })
-            try await body(h, provider, clock, sender)
+            try await body(h, scripted, clock, sender)
             journey.stop(); sender.stop(); scheduler.stop()
             try await services.value
         }
@@ -149,5 +152,30 @@ struct SenderWorkerTests {
                 #expect(inWindow <= 25, "\(inWindow) calls within one second")
             }
         }
+    }
+
+    @Test("webhook provider: JSON POST with Idempotency-Key; 503 retried, 400 falls back to the next channel")
+    func webhook() async throws {
+        let fake = try FakeProvider.start()
+        let webhook = try WebhookProvider(url: fake.url, timeout: .seconds(2))
+        try await withSender(yaml: "sender:\n  retry_backoff_ms: 100\n", provider: webhook) { h, _, clock, sender in
+            fake.failNext(2, status: 503)
+            let m = Self.message(1)
+            try await publish(h, [m])
+            #expect(try await h.eventually { clock.set(clock.now.adding(TimeSpan(milliseconds: 250))); return sender.stats.delivered == 1 })
+            #expect(fake.requests.map(\.status) == [503, 503, 200])
+            #expect(fake.requests.allSatisfy { $0.idempotencyKey == m.messageID.description })
+            let body = try JSONSerialization.jsonObject(with: Data(fake.requests.last!.body)) as? [String: Any]
+            #expect(body?["to"] as? String == "+4790000001")
+            #expect((body?["message"] as? [String: Any])?["message_id"] as? String == m.messageID.description)
+
+            fake.failAll(status: 400)
+            try await publish(h, [Self.message(2)])
+            #expect(try await h.eventually { sender.stats.fallbacks == 1 })
+            #expect(sender.stats.delivered == 1)  // the email fallback also got 400: failed, no more channels
+            #expect(try await h.eventually { sender.stats.failed == 1 })
+        }
+        await webhook.shutdown()
+        await fake.shutdown()
     }
 }

@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+import WaymarkHTTP
+import WaymarkKafka
+import WaymarkLocalStack
+
+@Suite("waymark worker processes", .serialized)
+struct WorkerProcessTests {
+    @Test("a journey worker process serves /readyz and /metrics, and on SIGTERM commits and exits 0")
+    func journeyProcess() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: CrashTests.waymarkBinary))
+        try await Harness.with { h in
+            let port = 20_000 + Int(getpid() % 20_000)
+            let config = h.stack.directory.appendingPathComponent("w.yaml")
+            try """
+                kafka:
+                  bootstrap_servers: "\(h.settings.kafka.bootstrapServers)"
+                  properties:
+                \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
+                  topics:
+                    touchpoints: { partitions: 3 }
+                    customers: { partitions: 3 }
+                    deliveries: { partitions: 3 }
+                    outbound: { partitions: 2 }
+                    decisions: { partitions: 2 }
+                redis: { port: \(h.stack.redis!.port), shards: 16 }
+                worker: { metrics_port: \(port) }
+                sender: { provider: file }
+                """.write(to: config, atomically: true, encoding: .utf8)
+            let worker = ManagedProcess(executable: CrashTests.waymarkBinary,
+                                        arguments: ["worker", "journey", "--config", config.path, "--journeys", Harness.repoRoot + "/config", "--log-level", "info"],
+                                        logFile: h.stack.directory.appendingPathComponent("worker.log"))
+            try worker.start()
+            let client = try HTTPClient()
+            let ready = try await h.eventually {
+                (try? await client.get(url: "http://127.0.0.1:\(port)/readyz"))?.status == 200
+            }
+            #expect(ready, "never ready: \(worker.logTail())")
+            #expect(try await client.get(url: "http://127.0.0.1:\(port)/healthz").status == 200)
+
+            let now = ISO8601DateFormatter().string(from: Date())
+            try await h.produce("touchpoints", key: "c-9", json: #"{"event_id":"e-p1","customer_id":"c-9","type":"page_view","occurred_at":"\#(now)"}"#)
+            func metrics() async -> String {
+                (try? await client.get(url: "http://127.0.0.1:\(port)/metrics")).map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+            }
+            let counted = try await h.eventually { await metrics().contains("waymark_journey_records_total 1") }
+            let text = await metrics()
+            #expect(counted, "\(text)")
+
+            // SIGTERM: graceful stop, offsets committed, exit status 0.
+            worker.send(signal: SIGTERM)
+            #expect(try await h.eventually(timeout: .seconds(20)) { !worker.isRunning })
+            #expect(worker.logTail().contains("stopped cleanly"))
+            let lag = try await KafkaAdmin(client: h.client).lag(group: h.settings.kafka.journeyGroup, topics: ["touchpoints"])
+            #expect(lag.map(\.lag).reduce(0, +) == 0)
+            await client.shutdown()
+        }
+    }
+}
