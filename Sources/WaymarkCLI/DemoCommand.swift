@@ -42,6 +42,8 @@ struct Demo: AsyncParsableCommand {
         settings.kafka.bootstrapServers = stack.kafka!.bootstrapServers
         settings.redis.port = stack.redis!.port
         settings.worker.schedulerIntervalMilliseconds = 20
+        settings.sender.ratePerSecond = 100_000  // simulated time runs ~10,000× faster than real time
+        settings.sender.burst = 10_000
         print("Local stack: broker 127.0.0.1:\(stack.kafka!.port) (pid \(stack.kafka!.process.pid ?? 0)), "
               + "redis 127.0.0.1:\(stack.redis!.port) (pid \(stack.redis!.process.pid ?? 0))")
 
@@ -64,10 +66,15 @@ struct Demo: AsyncParsableCommand {
         let redis = RedisConfiguration(host: settings.redis.host, port: settings.redis.port)
         let worker = JourneyWorker(environment: environment, client: client, redis: redis)
         let scheduler = Scheduler(environment: environment, client: client, redis: redis)
+        // Senders hand messages to a file provider (one JSON line per message) in the stack's directory.
+        let providerFile = stack.directory.appendingPathComponent("provider.jsonl").path
+        let sender = SenderWorker(environment: environment, channels: settings.kafka.channels.compactMap(Channel.init(rawValue:)),
+                                  provider: try FileProvider(path: providerFile), client: client, redis: redis)
         let services = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await worker.run() }
                 group.addTask { try await scheduler.run() }
+                group.addTask { try await sender.run() }
                 try await group.waitForAll()
             }
         }
@@ -111,8 +118,15 @@ struct Demo: AsyncParsableCommand {
             if i % 12 == 0 { printProgressDot() }
         }
         print(" done")
+        let outboundTopics = settings.kafka.channels.map { settings.kafka.outboundTopic($0) }
+        let drainDeadline = ContinuousClock.now + .seconds(60)
+        while try await admin.lag(group: settings.kafka.senderGroup, topics: outboundTopics).map(\.lag).reduce(0, +) > 0,
+              ContinuousClock.now < drainDeadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
         worker.stop()
         scheduler.stop()
+        sender.stop()
         try await services.value
         await producer.close()
 
@@ -133,6 +147,15 @@ struct Demo: AsyncParsableCommand {
         print("Outbound topics: " + settings.kafka.channels.map { "\(settings.kafka.outboundTopic($0)) \(outbound[$0] ?? 0)" }.joined(separator: ", "))
         print("Dead letters: \(deadLetters); duplicate events skipped: \(stats.duplicates); state conflicts retried: \(stats.conflicts)")
         print("Scheduler: \(scheduler.stats.wakeUps) wake-ups, \(scheduler.stats.released) messages released from waits and quiet hours")
+        let s = sender.stats
+        var perChannel: [String: Int] = [:]
+        for line in (FileManager.default.contents(atPath: providerFile) ?? Data()).split(separator: 0x0A) {
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+               let channel = (object["message"] as? [String: Any])?["channel"] as? String { perChannel[channel, default: 0] += 1 }
+        }
+        print("Senders: \(s.delivered) handed to providers (" + perChannel.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+              + "), \(s.parked) parked by send-time rules, \(s.expired) expired, \(s.noConsent) without consent at send time, "
+              + "\(s.duplicatesSkipped) duplicates skipped")
         print(String(format: "Throughput: %d touchpoints through Kafka → journey worker → Redis → Kafka in %.2f s wall (%.0f/s, paced by the simulated clock)",
                      touchpoints.count, streamed.seconds, Double(touchpoints.count) / streamed.seconds))
         print("Stopping local stack.")

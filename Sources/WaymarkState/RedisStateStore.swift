@@ -99,6 +99,7 @@ public final class RedisStateStore: Sendable {
     }
 
     /// Commits `writes` in one round trip; each is atomic on its own and reports its outcome.
+    /// `now` (wall-clock ms) timestamps new outbox entries for crash recovery.
     public func commit(_ writes: [StateWrite], now: Int64) async throws -> [CommitOutcome] {
         if writes.isEmpty { return [] }
         let commands = writes.map { write -> RedisCommand in

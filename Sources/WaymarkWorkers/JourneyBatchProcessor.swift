@@ -144,7 +144,7 @@ public struct JourneyBatchProcessor: Sendable {
             }
             let commitStart = ContinuousClock.now
             output.stats.engineMilliseconds += (commitStart - engineStart).milliseconds
-            let outcomes = try await store.commit(writes, now: now.milliseconds)
+            let outcomes = try await store.commit(writes, now: WallClock.now().milliseconds)  // outbox age is wall-clock time (crash recovery), not business time
             output.stats.commitMilliseconds += (ContinuousClock.now - commitStart).milliseconds
             for w in writes {
                 output.stats.stateBytes += w.state.count
@@ -185,7 +185,7 @@ public struct JourneyBatchProcessor: Sendable {
                 writes.append(write(for: stored.customer, version: stored.version, result: result))
                 results.append((stored.customer, result))
             }
-            let outcomes = try await store.commit(writes, now: now.milliseconds)
+            let outcomes = try await store.commit(writes, now: WallClock.now().milliseconds)  // outbox age is wall-clock time (crash recovery), not business time
             var conflicted: [String] = []
             for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
                 guard case .committed(let version) = outcome else { conflicted.append(customer); continue }

@@ -98,7 +98,8 @@ public final class Scheduler: Sendable {
         var recovered = 0
         if recover {
             let grace = Int64(environment.settings.worker.outboxGraceMilliseconds)
-            let pending = try await store.pendingOutbox(before: now.milliseconds - grace)
+            // Wall-clock age: this is about crashed processes, whatever the business clock says.
+            let pending = try await store.pendingOutbox(before: WallClock.now().milliseconds - grace)
             if !pending.isEmpty {
                 var output = BatchOutput()
                 output.outbox = pending
