@@ -81,7 +81,7 @@ struct ClientTests {
     @Test("a slow provider gives a typed timeout within the budget")
     func timeout() async throws {
         try await withProvider { provider, client in
-            provider.delay(.seconds(3))
+            provider.delay(.seconds(10))
             let started = ContinuousClock.now
             let kind = await errorKind { () throws(HTTPClientError) in
                 try await client.post(url: provider.url, body: Array("{}".utf8), timeout: .milliseconds(300))
@@ -89,7 +89,7 @@ struct ClientTests {
             let elapsed = ContinuousClock.now - started
             #expect(kind == .timeout)
             #expect(elapsed >= .milliseconds(290))
-            #expect(elapsed < .milliseconds(1500))
+            #expect(elapsed < .seconds(5))  // far below the provider's 10 s: the timeout cut it short
             #expect(provider.requests.count == 1)  // the provider did receive it: a timeout is "maybe delivered"
             provider.delay(.zero)
             let after = try await client.post(url: provider.url, body: [])
@@ -172,7 +172,7 @@ struct ClientTests {
     @Test("32 concurrent slow requests run in parallel on the client's one thread")
     func concurrency() async throws {
         try await withProvider(HTTPClientConfiguration(maxConnectionsPerHost: 16), workerThreads: 16) { provider, client in
-            provider.delay(.milliseconds(200))
+            provider.delay(.seconds(1))
             let started = ContinuousClock.now
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for index in 0..<32 {
@@ -183,8 +183,8 @@ struct ClientTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(statuses == Array(repeating: 200, count: 32))
-            // Serially this is 6.4 s; 16 connections make it about 0.4 s.
-            #expect(ContinuousClock.now - started < .seconds(2))
+            // Serially this is 32 s; 16 connections make it about 2 s (bound loose for loaded CI machines).
+            #expect(ContinuousClock.now - started < .seconds(12))
             #expect(provider.statistics.acceptedConnections <= 16)
             #expect(Set(provider.requests.compactMap(\.idempotencyKey)).count == 32)
         }
