@@ -9,7 +9,7 @@ BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/nul
 help:
 	@echo "make run    - local broker + Redis, generated retail day through Waymark, summary"
 	@echo "make test   - the whole test suite against a real redis-server and Tansu broker"
-	@echo "make bench  - benchmarks (release build); results in bench-results/results.jsonl"
+	@echo "make bench  - benchmarks (release build): client ceilings, engine on one core, end to end; bench-results/"
 	@echo "make crash-test - full-size crash test: 200k events, kill -9 and SIGSTOP (release build)"
 	@echo "make setup  - install dependencies only (idempotent)"
 
@@ -29,6 +29,8 @@ bench: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
 	"$(BIN_RELEASE)/waymark-bench" clients
+	"$(BIN_RELEASE)/waymark-bench" engine
+	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
 
 crash-test: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark

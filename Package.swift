@@ -73,7 +73,7 @@ let package = Package(
             dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
-        .target(name: "WaymarkSample", swiftSettings: strict),
+        .target(name: "WaymarkSample", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
         .target(name: "WaymarkIngest", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(

@@ -1,4 +1,5 @@
 import Foundation
+import WaymarkEngine
 
 /// A deterministic pseudo-random generator (SplitMix64): the same seed gives the same day.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
