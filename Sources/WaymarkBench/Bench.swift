@@ -73,11 +73,7 @@ struct Clients: AsyncParsableCommand {
     @Option(help: "Commands per Redis pipeline.") var depth = 100
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchLogging()
         var results: [Measurement] = []
         try await LocalStack.with { stack in
             results += try await kafka(stack.kafka!.bootstrapServers)
@@ -202,11 +198,7 @@ struct Crash: AsyncParsableCommand {
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchLogging()
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
         var config = CrashTestConfiguration(waymarkBinary: binary, journeysDirectory: journeys)
         config.events = events
@@ -220,5 +212,14 @@ struct Crash: AsyncParsableCommand {
             Measurement(benchmark: "crash", metric: "violations", value: Double(report.violations.count), unit: "count", detail: "must be 0"),
         ])
         if !report.violations.isEmpty { throw ExitCode(1) }
+    }
+}
+
+/// Warnings and errors to stderr: benchmarks print their own results.
+func bootstrapBenchLogging() {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .warning
+        return handler
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import WaymarkChaos
 import WaymarkConfig
 import WaymarkControl
 import WaymarkKafka
@@ -30,30 +31,15 @@ struct Journey: AsyncParsableCommand {
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchLogging()
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
         let stack = try await LocalStack.start()
         defer { stack.stop() }
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
-        try """
-            kafka:
-              bootstrap_servers: "\(stack.kafka!.bootstrapServers)"
-              properties:
-            \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
-              topics:
-                touchpoints: { partitions: \(partitions) }
-                customers: { partitions: \(partitions) }
-            redis:
-              port: \(stack.redis!.port)
-            worker:
-              max_batch: 10000
-              poll_timeout_ms: 5
-              metrics_port: 0
-            """.write(to: configFile, atomically: true, encoding: .utf8)
+        try LocalSettings.write(
+            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
+            topics: ["touchpoints: { partitions: \(partitions) }", "customers: { partitions: \(partitions) }"],
+            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\n")
         let settings = try WaymarkSettings.load(path: configFile.path)
         let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
         let admin = try KafkaAdmin(client: client)

@@ -132,14 +132,14 @@ struct Demo: AsyncParsableCommand {
 
         // Read the results back from Kafka.
         var summary = DecisionSummary()
-        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+        for record in try await TopicReader.readAll(settings.kafka.decisions.name, client: client, admin: admin) {
             if let value = record.value { summary.add(value) }
         }
         var outbound: [String: Int] = [:]
         for channel in settings.kafka.channels {
-            outbound[channel] = try await readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin).count
+            outbound[channel] = try await TopicReader.readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin).count
         }
-        let deadLetters = try await readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
+        let deadLetters = try await TopicReader.readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
         let stats = worker.stats
         print("")
         print(summary.render())
@@ -175,18 +175,4 @@ struct Demo: AsyncParsableCommand {
         try await waitFor("scheduler") { scheduler.stats.ticks >= ticks + 2 }
     }
 
-    private func readAll(_ topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin) async throws -> [KafkaConsumerRecord] {
-        let ends = try await admin.endOffsets(topics: [topic])
-        let total = ends.values.reduce(Int64(0)) { $0 + $1.high - $1.low }
-        if total == 0 { return [] }
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign(ends.keys.map { KafkaTopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: KafkaOffset.beginning) })
-        var records: [KafkaConsumerRecord] = []
-        let deadline = ContinuousClock.now + .seconds(30)
-        while records.count < total, ContinuousClock.now < deadline {
-            records += try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(200))
-        }
-        await consumer.close()
-        return records
-    }
 }

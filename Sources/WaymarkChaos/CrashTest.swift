@@ -89,31 +89,22 @@ public enum CrashTest {
         let kafka = stack.kafka!, redisServer = stack.redis!
         let shards = 64
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
-        try """
-            kafka:
-              bootstrap_servers: "\(kafka.bootstrapServers)"
-              properties:
-            \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
-              topics:
-                touchpoints: { partitions: 6 }
-                customers: { partitions: 6 }
-                deliveries: { partitions: 3 }
-                outbound: { partitions: 3 }
-                decisions: { partitions: 3 }
-            redis:
-              port: \(redisServer.port)
-              shards: \(shards)
-              command_timeout_ms: 2000
-            sender:
-              rate_per_second: 20000
-              burst: 2000
-              claim_stale_ms: 3000
-            worker:
-              max_batch: 2000
-              scheduler_interval_ms: 100
-              outbox_grace_ms: 2000
-              metrics_port: 0
-            """.write(to: configFile, atomically: true, encoding: .utf8)
+        try LocalSettings.write(
+            to: configFile, bootstrap: kafka.bootstrapServers, redisPort: redisServer.port, shards: shards,
+            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "deliveries: { partitions: 3 }",
+                     "outbound: { partitions: 3 }", "decisions: { partitions: 3 }"],
+            sections: """
+                sender:
+                  rate_per_second: 20000
+                  burst: 2000
+                  claim_stale_ms: 3000
+                worker:
+                  max_batch: 2000
+                  scheduler_interval_ms: 100
+                  outbox_grace_ms: 2000
+                  metrics_port: 0
+
+                """)
         let settings = try WaymarkSettings.load(path: configFile.path)
         let client = KafkaClientConfiguration(bootstrapServers: kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
         let admin = try KafkaAdmin(client: client)
@@ -258,11 +249,11 @@ public enum CrashTest {
         await redis.close()
 
         // 2. Published messages and decisions.
-        report.deadLetters = try await readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
+        report.deadLetters = try await TopicReader.readAll(settings.kafka.deadLetter.name, client: client, admin: admin).count
         if report.deadLetters > 0 { report.violations.append("\(report.deadLetters) valid events were dead-lettered") }
         var messages: [String: InvariantAudit.Message] = [:]
         for channel in settings.kafka.channels {
-            for record in try await readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin) {
+            for record in try await TopicReader.readAll(settings.kafka.outboundTopic(channel), client: client, admin: admin) {
                 guard let value = record.value, let message = InvariantAudit.message(value) else { continue }
                 report.outboundRecords += 1
                 if messages[message.id] != nil { report.duplicateOutboundRecords += 1 }
@@ -271,7 +262,7 @@ public enum CrashTest {
         }
         report.distinctMessages = messages.count
         var sentDecisions: [String: Set<[UInt8]>] = [:]
-        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+        for record in try await TopicReader.readAll(settings.kafka.decisions.name, client: client, admin: admin) {
             report.decisions += 1
             guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
                   let reason = object["reason"] as? String, reason == "sent" || reason == "fallback_channel",
@@ -323,7 +314,7 @@ public enum CrashTest {
         await redis2.close()
         report.parkedAtEnd = parkedIDs.count
         var suppressed = Set<String>()
-        for record in try await readAll(settings.kafka.decisions.name, client: client, admin: admin) {
+        for record in try await TopicReader.readAll(settings.kafka.decisions.name, client: client, admin: admin) {
             guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
                   let rule = object["rule"] as? String, rule.hasPrefix("send_time:"),
                   let reason = object["reason"] as? String, reason.hasPrefix("suppressed"),
@@ -337,18 +328,4 @@ public enum CrashTest {
         return report
     }
 
-    static func readAll(_ topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin) async throws -> [KafkaConsumerRecord] {
-        let ends = try await admin.endOffsets(topics: [topic])
-        let total = ends.values.reduce(Int64(0)) { $0 + $1.high - $1.low }
-        if total == 0 { return [] }
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign(ends.keys.map { KafkaTopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: KafkaOffset.beginning) })
-        var records: [KafkaConsumerRecord] = []
-        let deadline = ContinuousClock.now + .seconds(60)
-        while records.count < total, ContinuousClock.now < deadline {
-            records += try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(200))
-        }
-        await consumer.close()
-        return records
-    }
 }

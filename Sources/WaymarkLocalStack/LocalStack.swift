@@ -80,25 +80,15 @@ public final class LocalRedis: Sendable {
     ///   - password: require AUTH with this password.
     public static func start(in directory: URL, appendOnly: Bool = false, password: String? = nil) async throws -> LocalRedis {
         let executable = try LocalTools.redisServer()
-        var lastError: (any Error)?
-        for _ in 0..<3 {  // a free port can be taken between probe and bind: retry with another
-            let port = try LoopbackNetwork.freePort()
+        return try await onFreePort { port in
             var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
                         "--daemonize", "no", "--protected-mode", "yes"]
             args += appendOnly ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]
             if let password { args += ["--requirepass", password] }
-            let process = ManagedProcess(executable: executable, arguments: args,
-                                         logFile: directory.appendingPathComponent("redis-\(port).log"))
-            let redis = LocalRedis(port: port, process: process)
-            do {
-                try await redis.launch()
-                return redis
-            } catch {
-                process.stop()
-                lastError = error
-            }
+            let redis = LocalRedis(port: port, process: ManagedProcess(
+                executable: executable, arguments: args, logFile: directory.appendingPathComponent("redis-\(port).log")))
+            return (redis, redis.process, redis.launch)
         }
-        throw lastError!
     }
 
     private init(port: Int, process: ManagedProcess) {
@@ -137,25 +127,14 @@ public final class LocalKafka: Sendable {
     /// Starts a broker and waits until it accepts connections (~20 ms).
     public static func start(in directory: URL) async throws -> LocalKafka {
         let executable = try LocalTools.tansu()
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            let port = try LoopbackNetwork.freePort()
+        return try await onFreePort { port in
             let url = "tcp://127.0.0.1:\(port)"
-            let process = ManagedProcess(
+            let kafka = LocalKafka(port: port, process: ManagedProcess(
                 executable: executable,
-                arguments: ["broker", "--listener-url", url, "--advertised-listener-url", url,
-                            "--storage-engine", "memory://tansu/"],
-                logFile: directory.appendingPathComponent("tansu-\(port).log"))
-            let kafka = LocalKafka(port: port, process: process)
-            do {
-                try await kafka.launch()
-                return kafka
-            } catch {
-                process.stop()
-                lastError = error
-            }
+                arguments: ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                logFile: directory.appendingPathComponent("tansu-\(port).log")))
+            return (kafka, kafka.process, kafka.launch)
         }
-        throw lastError!
     }
 
     private init(port: Int, process: ManagedProcess) {
@@ -172,6 +151,25 @@ public final class LocalKafka: Sendable {
 
     /// Stops the broker. Its in-memory data is gone.
     public func stop() { process.stop() }
+}
+
+/// Starts a server on a free port, retrying with another port if the chosen one was taken between
+/// the probe and the server's bind (three attempts).
+private func onFreePort<Server>(
+    _ make: (Int) -> (server: Server, process: ManagedProcess, launch: () async throws -> Void)
+) async throws -> Server {
+    var lastError: (any Error)?
+    for _ in 0..<3 {
+        let candidate = make(try LoopbackNetwork.freePort())
+        do {
+            try await candidate.launch()
+            return candidate.server
+        } catch {
+            candidate.process.stop()
+            lastError = error
+        }
+    }
+    throw lastError!
 }
 
 private func waitUntil(server: String, port: Int, process: ManagedProcess,

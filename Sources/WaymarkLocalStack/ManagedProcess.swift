@@ -89,13 +89,7 @@ public final class ManagedProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + grace
         while isRunning {
             if ContinuousClock.now >= deadline {
-                kill(pid, SIGKILL)
-                lock.withLock {
-                    var status: Int32 = 0
-                    waitpid(pid, &status, 0)
-                    child = nil
-                }
-                OrphanRegistry.forget(child: pid)
+                killAndReap(pid)
                 return
             }
             usleep(5_000)
@@ -104,7 +98,11 @@ public final class ManagedProcess: @unchecked Sendable {
 
     /// Kills the child with SIGKILL (crash simulation) and waits for it.
     public func kill9() {
-        guard let pid else { return }
+        if let pid { killAndReap(pid) }
+    }
+
+    /// SIGKILL, then wait for the child and forget it.
+    private func killAndReap(_ pid: pid_t) {
         kill(pid, SIGKILL)
         lock.withLock {
             var status: Int32 = 0

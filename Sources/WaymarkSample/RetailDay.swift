@@ -237,9 +237,10 @@ private struct Emitter {
     func rfc3339(_ millis: Int64) -> String {
         let offset = zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000))
         let local = millis + Int64(offset) * 1000
-        let days = Int(floorDiv(local, 86_400_000))
-        let msOfDay = Int(local - Int64(days) * 86_400_000)
-        let (y, m, d) = civil(fromDays: days)
+        let days = floorDiv(local, 86_400_000)
+        let msOfDay = Int(local - days * 86_400_000)
+        let civil = CivilDate.civil(fromDays: days)
+        let (y, m, d) = (Int(civil.year), Int(civil.month), Int(civil.day))
         let hh = msOfDay / 3_600_000, mm = msOfDay / 60_000 % 60, ss = msOfDay / 1000 % 60, ms = msOfDay % 1000
         let sign = offset < 0 ? "-" : "+"
         let oh = abs(offset) / 3600, om = abs(offset) / 60 % 60
@@ -250,19 +251,6 @@ private struct Emitter {
 }
 
 func floorDiv(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : -((-a + b - 1) / b) }
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-func civil(fromDays z0: Int) -> (Int, Int, Int) {
-    let z = z0 + 719_468
-    let era = (z >= 0 ? z : z - 146_096) / 146_097
-    let doe = z - era * 146_097
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-    let mp = (5 * doy + 2) / 153
-    let d = doy - (153 * mp + 2) / 5 + 1
-    let m = mp < 10 ? mp + 3 : mp - 9
-    return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
-}
 
 extension String {
     func leftPadded(to width: Int) -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaymarkChaos
 import WaymarkHTTP
 import WaymarkKafka
 import WaymarkLocalStack
@@ -12,21 +13,11 @@ struct WorkerProcessTests {
         try await Harness.with { h in
             let port = 20_000 + Int(getpid() % 20_000)
             let config = h.stack.directory.appendingPathComponent("w.yaml")
-            try """
-                kafka:
-                  bootstrap_servers: "\(h.settings.kafka.bootstrapServers)"
-                  properties:
-                \(KafkaClientConfiguration.localTuning.sorted { $0.key < $1.key }.map { "    \($0.key): \"\($0.value)\"" }.joined(separator: "\n"))
-                  topics:
-                    touchpoints: { partitions: 3 }
-                    customers: { partitions: 3 }
-                    deliveries: { partitions: 3 }
-                    outbound: { partitions: 2 }
-                    decisions: { partitions: 2 }
-                redis: { port: \(h.stack.redis!.port), shards: 16 }
-                worker: { metrics_port: \(port) }
-                sender: { provider: file }
-                """.write(to: config, atomically: true, encoding: .utf8)
+            try LocalSettings.write(
+                to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.stack.redis!.port, shards: 16,
+                topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
+                         "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
+                sections: "worker: { metrics_port: \(port) }\nsender: { provider: file }\n")
             let worker = ManagedProcess(executable: CrashTests.waymarkBinary,
                                         arguments: ["worker", "journey", "--config", config.path, "--journeys", Harness.repoRoot + "/config", "--log-level", "info"],
                                         logFile: h.stack.directory.appendingPathComponent("worker.log"))
