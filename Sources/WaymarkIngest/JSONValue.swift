@@ -16,6 +16,8 @@ public enum RejectionReason: String, Sendable, Hashable, CaseIterable {
     case absurdTimestamp = "absurd_timestamp"
     case keyMismatch = "key_mismatch"
     case unknownCustomer = "unknown_customer"
+    /// A message every allowed channel's provider refused (sender side).
+    case deliveryFailed = "delivery_failed"
 }
 
 /// A record rejected by validation.

@@ -185,8 +185,16 @@ public final class SenderWorker: Sendable {
                                    detail: "\(message.channel.rawValue) failed: \(reason)")
                     stats.fallbacks += 1
                 } else {
+                    // No channel left: the receipt tells the journey, the dead letter keeps the message.
                     out.append(receipt(message, type: "message_failed", now: now, detail: reason))
+                    out.append(KafkaProducerRecord(
+                        topic: settings.kafka.deadLetter.name, key: Array(message.customerID.utf8), value: message.jsonBytes(),
+                        headers: [KafkaHeader(name: DeadLetterHeader.reason, string: RejectionReason.deliveryFailed.rawValue),
+                                  KafkaHeader(name: DeadLetterHeader.detail, string: "\(message.channel.rawValue): \(reason)"),
+                                  KafkaHeader(name: DeadLetterHeader.sourceTopic, string: settings.kafka.outboundTopic(message.channel.rawValue)),
+                                  KafkaHeader(name: DeadLetterHeader.deadLetteredAt, string: String(now.milliseconds))]))
                     stats.failed += 1
+                    stats.deadLettered += 1
                 }
             }
         }

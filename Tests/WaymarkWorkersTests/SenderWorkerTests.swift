@@ -174,6 +174,8 @@ struct SenderWorkerTests {
             #expect(try await h.eventually { sender.stats.fallbacks == 1 })
             #expect(sender.stats.delivered == 1)  // the email fallback also got 400: failed, no more channels
             #expect(try await h.eventually { sender.stats.failed == 1 })
+            let dlq = try await h.read("touchpoints.dlq", expected: 1)
+            #expect(dlq.map { String(decoding: $0.header("x-waymark-reason") ?? [], as: UTF8.self) } == ["delivery_failed"])
         }
         await webhook.shutdown()
         await fake.shutdown()
