@@ -209,28 +209,34 @@ public final class SenderWorker: Sendable {
         return out
     }
 
-    /// Calls the provider for each message, `sender.concurrency` at a time, each under the channel's
-    /// rate limit, marking every accepted message done the moment the provider answers.
+    /// Calls the provider for each message, at most `sender.concurrency` at a time. Every call waits
+    /// for its own token from the channel's shared rate limiter and starts the moment it has one (a
+    /// batch of tokens is asked for at once, but never more than calls that can start right away), and
+    /// an accepted message is marked done the moment the provider answers.
     private func deliver(_ items: [(OutboundMessage, Int, String)], store: SenderStore) async throws -> [ProviderResult] {
         let settings = environment.settings.sender
         var results = [ProviderResult](repeating: .transientFailure(reason: "not attempted"), count: items.count)
-        var next = 0
-        while next < items.count {
-            let end = min(next + settings.concurrency, items.count)
-            // Tokens for this wave, per channel.
-            var byChannel: [Channel: Int] = [:]
-            for i in next..<end { byChannel[items[i].0.channel, default: 0] += 1 }
-            for (channel, wanted) in byChannel.sorted(by: { $0.key < $1.key }) {
-                var remaining = wanted
-                while remaining > 0 {
-                    let (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: remaining,
-                                                                 rate: settings.ratePerSecond, burst: settings.burst)
-                    remaining -= granted
-                    if remaining > 0 { try await Task.sleep(for: .milliseconds(max(wait, 1))) }
+        // Same-channel calls next to each other, so one limiter request can cover several.
+        let order = items.indices.sorted { (items[$0].0.channel, $0) < (items[$1].0.channel, $1) }
+        try await withThrowingTaskGroup(of: (Int, ProviderResult).self) { group in
+            var next = 0, running = 0
+            while next < order.count {
+                while running >= settings.concurrency, let (i, result) = try await group.next() {
+                    results[i] = result
+                    running -= 1
                 }
-            }
-            let wave = try await withThrowingTaskGroup(of: (Int, ProviderResult).self) { group in
-                for i in next..<end {
+                let channel = items[order[next]].0.channel
+                var wanted = 1
+                while next + wanted < order.count, wanted < settings.concurrency - running,
+                      items[order[next + wanted]].0.channel == channel { wanted += 1 }
+                let (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: wanted,
+                                                             rate: settings.ratePerSecond, burst: settings.burst)
+                if granted == 0 {
+                    try await Task.sleep(for: .milliseconds(max(wait, 1)))
+                    continue
+                }
+                for _ in 0..<granted {
+                    let i = order[next]
                     let (message, attempt, address) = items[i]
                     group.addTask { [provider] in
                         let started = ContinuousClock.now
@@ -245,13 +251,11 @@ public final class SenderWorker: Sendable {
                         }
                         return (i, result)
                     }
+                    next += 1
+                    running += 1
                 }
-                var collected: [(Int, ProviderResult)] = []
-                for try await item in group { collected.append(item) }
-                return collected
             }
-            for (i, result) in wave { results[i] = result }
-            next = end
+            for try await (i, result) in group { results[i] = result }
         }
         return results
     }

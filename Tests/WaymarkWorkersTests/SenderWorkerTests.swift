@@ -143,7 +143,8 @@ struct SenderWorkerTests {
     @Test("the rate limit holds across the calls of a burst")
     func rateLimit() async throws {
         try await withSender(yaml: "sender:\n  rate_per_second: 20\n  burst: 5\n") { h, provider, _, sender in
-            try await publish(h, (1...40).map { Self.message($0) })
+            // All in one produce call, so they arrive in one poll batch (the case a per-batch token grab gets wrong).
+            try await h.produce("outbound.sms", (1...40).map { (key: "c-1", value: Self.message($0).jsonBytes()) })
             #expect(try await h.eventually(timeout: .seconds(30)) { sender.stats.delivered == 40 })
             let times = provider.calls.map(\.wall).sorted()
             // In any window of one second, at most rate + burst calls.
