@@ -83,7 +83,8 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkControl",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkIngest",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
             name: "WaymarkChaos",

@@ -15,7 +15,7 @@ struct Waymark: AsyncParsableCommand {
               waymark topics apply --config config/waymark.yaml
               waymark topics list --json
             """,
-        subcommands: [Demo.self, Topics.self, Worker.self])
+        subcommands: [Demo.self, Topics.self, Worker.self, Replay.self])
 }
 
 /// Options every command shares.
