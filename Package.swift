@@ -83,7 +83,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkControl",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkIngest",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkWorkers",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
@@ -118,7 +118,9 @@ let package = Package(
         .testTarget(name: "WaymarkLocalStackTests", dependencies: ["WaymarkLocalStack"]),
         .testTarget(
             name: "WaymarkControlTests",
-            dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig"]),
+            dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig",
+                           "WaymarkWorkers", "WaymarkEngine", "WaymarkState", "WaymarkRedis", "WaymarkIngest",
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "WaymarkWorkersTests",
             dependencies: ["WaymarkWorkers", "WaymarkChaos", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",

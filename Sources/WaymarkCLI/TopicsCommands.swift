@@ -36,7 +36,7 @@ struct Topics: AsyncParsableCommand {
             } else {
                 print(table([["TOPIC", "CHANGE", "DETAIL"]] + changes.map { [$0.topic, $0.action.rawValue, $0.detail] }))
             }
-            if changes.contains(where: { $0.action == .failed }) { throw ExitCode(2) }
+            if changes.contains(where: { $0.action == .failed }) { throw ExitCode(3) }  // runtime failure
         }
     }
 

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import Logging
+import WaymarkConfig
 
 @main
 struct Waymark: AsyncParsableCommand {
@@ -14,8 +16,42 @@ struct Waymark: AsyncParsableCommand {
               waymark demo                         # local broker + Redis, sample day, summary
               waymark topics apply --config config/waymark.yaml
               waymark topics list --json
+              waymark queues --watch
+              waymark inspect customer c-1042
+              waymark dlq list
+              waymark funnel --from 7d --html funnel.html
+              waymark replay --from 7d --rules new-rules/ --dry-run
+
+            Exit status: 0 ok; 1 not found or not confirmed; 2 usage or configuration error; \
+            3 runtime failure (broker or Redis unreachable, …).
             """,
-        subcommands: [Demo.self, Topics.self, Worker.self, Replay.self])
+        subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Replay.self])
+
+    /// Runs the command, mapping errors to exit codes scripts can rely on (see the discussion above).
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            Foundation.exit(2)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            if code == .failure && !(error is ExitCode) {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(3)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command shares.

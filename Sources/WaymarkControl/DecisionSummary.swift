@@ -12,8 +12,15 @@ public struct DecisionSummary: Sendable, Codable {
         public var converted = 0
         public var exited = 0
         public var completed = 0
+        /// Instances that exited without converting or completed without reaching the goal, by the
+        /// last stage they reached (`(entry)` if none was seen): where the journey loses people.
+        public var droppedAt: [String: Int] = [:]
+        /// Instances still running at the end of the read, by current stage.
+        public var openAt: [String: Int] = [:]
         /// Instances neither converted, exited nor completed (still running or dropped off).
         public var open: Int { max(entered - converted - exited - completed, 0) }
+        /// Instances that ended without converting.
+        public var droppedOff: Int { exited + completed }
     }
 
     public var decisions = 0
@@ -22,6 +29,10 @@ public struct DecisionSummary: Sendable, Codable {
     public var sentByChannel: [String: Int] = [:]
     public var funnels: [String: Funnel] = [:]
     public var customers = Set<String>()
+    /// Current stage per instance (`customer|journey|instance key`), for drop-off by stage.
+    private var instanceStage: [String: String] = [:]
+
+    private enum CodingKeys: String, CodingKey { case decisions, byReason, sentByChannel, funnels, customers }
 
     public init() {}
 
@@ -37,20 +48,42 @@ public struct DecisionSummary: Sendable, Codable {
         }
         guard let journey = object["journey"] as? String else { return }
         var funnel = funnels[journey] ?? Funnel(journey: journey)
+        let instance = "\(object["customer_id"] as? String ?? "")|\(journey)|\(object["instance_key"] as? String ?? "")"
+        func leave() -> String {
+            let stage = instanceStage.removeValue(forKey: instance) ?? Self.entryStage
+            if let n = funnel.openAt[stage] { funnel.openAt[stage] = n > 1 ? n - 1 : nil }
+            return stage
+        }
         switch reason {
-        case "journey_entered": funnel.entered += 1
+        case "journey_entered":
+            funnel.entered += 1
+            _ = leave()
+            instanceStage[instance] = Self.entryStage
+            funnel.openAt[Self.entryStage, default: 0] += 1
         case "stage_reached":
             if let stage = object["stage"] as? String {
                 if funnel.stages[stage] == nil { funnel.stageOrder.append(stage) }
                 funnel.stages[stage, default: 0] += 1
+                if instanceStage[instance] != nil { _ = leave() }
+                instanceStage[instance] = stage
+                funnel.openAt[stage, default: 0] += 1
             }
-        case "journey_converted": funnel.converted += 1
-        case "journey_exited": funnel.exited += 1
-        case "journey_completed": funnel.completed += 1
+        case "journey_converted":
+            funnel.converted += 1
+            _ = leave()
+        case "journey_exited":
+            funnel.exited += 1
+            funnel.droppedAt[leave(), default: 0] += 1
+        case "journey_completed":
+            funnel.completed += 1
+            funnel.droppedAt[leave(), default: 0] += 1
         default: break
         }
         funnels[journey] = funnel
     }
+
+    /// Stage name used for instances seen entering but not (yet) in a named stage.
+    public static let entryStage = "(entry)"
 
     /// A readable report with bar charts.
     public func render(width: Int = 40) -> String {
@@ -82,6 +115,13 @@ public struct DecisionSummary: Sendable, Codable {
                 lines.append("  \(stage.padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(n).leftAligned(7)) \(bar(n, top))")
             }
             lines.append("  \("converted".padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(f.converted).leftAligned(7)) \(bar(f.converted, top))")
+            if !f.droppedAt.isEmpty {
+                lines.append("  dropped off (exited or completed without converting), by last stage:")
+                for stage in ([Self.entryStage] + f.stageOrder) where f.droppedAt[stage] != nil {
+                    let n = f.droppedAt[stage]!
+                    lines.append("    \(stage.padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(n).leftAligned(7)) \(bar(n, top))")
+                }
+            }
         }
         return lines.joined(separator: "\n")
     }
