@@ -2,6 +2,10 @@ import Logging
 import WaymarkKafka
 import WaymarkState
 
+/// Header with the stable id of a published message or decision (`m-…`, `d-…`): the same id on a
+/// record published again after a crash, so consumers of `journey.decisions` can deduplicate.
+public let recordIDHeader = "x-waymark-id"
+
 /// Publishes outbox entries and dead letters to Kafka, waits for every acknowledgement, then removes
 /// the acknowledged entries from the Redis outbox. Retries until Kafka accepts everything: offsets
 /// are only committed after this returns, so nothing decided is ever lost.
@@ -25,7 +29,11 @@ public struct OutboxPublisher: Sendable {
     public func publish(_ output: BatchOutput) async throws {
         var records: [KafkaProducerRecord] = output.deadLetters
         for item in output.outbox {
-            for entry in item.records { records.append(KafkaProducerRecord(topic: entry.topic, key: entry.key, value: entry.value)) }
+            for entry in item.records {
+                // The stable id lets consumers drop the copy a crash recovery may publish again.
+                records.append(KafkaProducerRecord(topic: entry.topic, key: entry.key, value: entry.value,
+                                                   headers: [KafkaHeader(name: recordIDHeader, string: entry.id)]))
+            }
         }
         try await publishAll(records)
         let acknowledgements = output.outbox.map { (customer: $0.customer, ids: $0.entries) }

@@ -63,17 +63,18 @@ struct Stack {
         try await produce([KafkaProducerRecord(topic: topic, key: key.map { Array($0.utf8) }, value: Array(json.utf8))])
     }
 
-    /// Every record now in `topic`, read independently of the code under test (until quiet for 700 ms).
-    func read(_ topic: String) async throws -> [KafkaConsumerRecord] {
+    /// Every record now in `topic`, read independently of the code under test: waits for at least
+    /// `expected` records, then keeps reading until quiet for 700 ms (so extra copies would show).
+    func read(_ topic: String, expected: Int = 0) async throws -> [KafkaConsumerRecord] {
         let partitions = try await admin.describeTopics([topic]).first?.partitions.count ?? 0
         let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
         try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: Int32($0), offset: KafkaOffset.beginning) })
         var all: [KafkaConsumerRecord] = []
         var quietSince = ContinuousClock.now
         let deadline = ContinuousClock.now + .seconds(15)
-        while ContinuousClock.now < deadline, ContinuousClock.now - quietSince < .milliseconds(700) {
+        while ContinuousClock.now < deadline, all.count < expected || ContinuousClock.now - quietSince < .milliseconds(700) {
             let batch = try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(100))
-            if !batch.isEmpty { quietSince = ContinuousClock.now }
+            if !batch.isEmpty || all.count < expected { quietSince = ContinuousClock.now }
             all += batch
         }
         await consumer.close()
@@ -195,8 +196,11 @@ struct OperatorTests {
             #expect(try await s.eventually { worker.stats.touchpoints >= 4 })
             // The 1 h wait ends: c-1 gets its reminder, c-3 (no consent) does not.
             clock.set(Self.t0.adding(.hours(1)).adding(.seconds(1)))
+            var decisionCount = 0
             #expect(try await s.eventually {
-                let reasons = try await s.read("journey.decisions").map { object($0.value) }
+                let all = try await s.read("journey.decisions")
+                decisionCount = max(decisionCount, all.count)
+                let reasons = all.map { object($0.value) }
                     .filter { ["c-1", "c-3"].contains($0["customer_id"] as? String ?? "")
                         && ["sent", "suppressed_no_consent"].contains($0["reason"] as? String ?? "") }
                 return reasons.count >= 2
@@ -205,7 +209,7 @@ struct OperatorTests {
             scheduler.stop()
             try await tasks.value
 
-            let decisions = try await s.read("journey.decisions")
+            let decisions = try await s.read("journey.decisions", expected: decisionCount)
             let redis = try await RedisConnection.connect(s.redis)
             let rules = try RulesLoader.load(file: Stack.repoRoot + "/config/rules.yaml")
             let inspector = CustomerInspector(redis: redis, keys: s.keys, rules: rules)
@@ -325,7 +329,7 @@ struct OperatorTests {
             #expect(first.matched == 2 && first.redriven == 1 && first.alreadyRedriven == 1)
             let again = try #require(try await queue.redrive(filter: RedriveFilter(reason: "unknown_customer")))
             #expect(again.redriven == 0 && again.alreadyRedriven == 2)
-            var back = try await s.read("touchpoints")
+            var back = try await s.read("touchpoints", expected: 2)
             #expect(back.map { String(decoding: $0.value!, as: UTF8.self) }.sorted() == [#"{"n":1}"#, #"{"n":3}"#])
             let redriven = try #require(back.first { $0.value.map(Array.init) == Array(#"{"n":1}"#.utf8) })
             #expect(redriven.key.map(Array.init) == Array("c-1".utf8))
@@ -337,7 +341,7 @@ struct OperatorTests {
             _ = try await queue.redrive(filter: RedriveFilter())
             let last = try #require(try await queue.redrive(filter: RedriveFilter()))
             #expect(last.redriven == 0 && last.alreadyRedriven == 3)
-            back = try await s.read("touchpoints")
+            back = try await s.read("touchpoints", expected: 3)
             #expect(back.map { String(decoding: $0.value!, as: UTF8.self) }.sorted() == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
             await redis.close()
         }

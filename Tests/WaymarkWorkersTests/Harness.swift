@@ -32,7 +32,7 @@ struct Harness {
     static func with(workerYAML: String = "", _ body: (Harness) async throws -> Void) async throws {
         try await LocalStack.with { stack in
             var settings = try WaymarkSettings.parse(
-                "kafka:\n  topics:\n    touchpoints: { partitions: 3 }\n    customers: { partitions: 3 }\n    deliveries: { partitions: 3 }\n    outbound: { partitions: 2 }\n    decisions: { partitions: 2 }\nredis:\n  shards: 16\nworker:\n  scheduler_interval_ms: 50\n  outbox_grace_ms: 500\n" + workerYAML,
+                "kafka:\n  topics:\n    touchpoints: { partitions: 3 }\n    customers: { partitions: 3 }\n    deliveries: { partitions: 3 }\n    outbound: { partitions: 2 }\n    decisions: { partitions: 2 }\nredis:\n  shards: 16\nworker:\n  scheduler_interval_ms: 50\n" + workerYAML,
                 file: "test.yaml")
             settings.kafka.bootstrapServers = stack.kafka!.bootstrapServers
             settings.redis.port = stack.redis!.port
