@@ -4,6 +4,8 @@ import WaymarkConfig
 import WaymarkControl
 import WaymarkEngine
 import WaymarkKafka
+import WaymarkRedis
+import WaymarkState
 
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,12 +17,20 @@ struct Replay: AsyncParsableCommand {
             removed, or moved (another channel, or a send time more than a minute apart). Nothing is written \
             to Redis and nothing is published.
 
+            --rebuild re-derives live state instead: it raises a fence (journey workers and schedulers pause \
+            and keep their partitions), replays history the same way up to now, replaces each customer's \
+            state, re-schedules timers and held messages still in the future, and never sends again what \
+            the new rules would have sent in the past. It checkpoints progress in Redis: run the same command \
+            again to resume an interrupted rebuild. The fence is lifted when the rebuild completes: roll the new \
+            rules out to the workers first (they pick them up on restart and wait at the fence).
+
             Times are RFC 3339 or a duration back from now (7d, 36h).
 
             Examples:
               waymark replay --from 7d --to now --rules /tmp/stricter-caps --dry-run
               waymark replay --from 2026-11-16T00:00:00Z --to 2026-11-23T00:00:00Z --rules new/ --dry-run --json
               waymark replay --from 7d --rules new/ --dry-run --baseline replay
+              waymark replay --from 7d --rules /etc/waymark --rebuild
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -28,13 +38,19 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "Directory with the new rules.yaml and journeys/.") var rules: String
     @Option(help: "Start of the replayed range (RFC 3339, or a duration ago such as 7d).") var from: String
     @Option(help: "End of the replayed range (RFC 3339, a duration ago, or now).") var to = "now"
-    @Flag(help: "Compare only; never write state or publish (required: rebuild is not available yet).") var dryRun = false
+    @Flag(help: "Compare only; never write state or publish.") var dryRun = false
+    @Flag(help: "Re-derive live state from history under the new rules (journey workers and schedulers pause meanwhile).")
+    var rebuild = false
+    @Option(help: "Rebuild: an id for resuming an interrupted rebuild (default: derived from --from and --rules).")
+    var id: String?
+    @Option(help: "Rebuild: seconds to let batches in flight finish after raising the fence.") var settle = 5
     @Option(help: "Compare with: actual (published messages) or replay (current rules replayed in event time).")
     var baseline: String = "actual"
     @Flag(help: "Print the full report as JSON.") var json = false
 
     func validate() throws {
-        guard dryRun else { throw ValidationError("only --dry-run is available; rebuilding live state from history is not implemented yet") }
+        guard dryRun != rebuild else { throw ValidationError("choose exactly one of --dry-run and --rebuild") }
+        if rebuild, to != "now" { throw ValidationError("a rebuild always runs up to now; leave out --to") }
         guard ["actual", "replay"].contains(baseline) else { throw ValidationError("--baseline must be actual or replay") }
         _ = try Self.time(from)
         _ = try Self.time(to)
@@ -54,6 +70,10 @@ struct Replay: AsyncParsableCommand {
         let proposed = try JourneyLoader.loadEngine(configDirectory: rules)
         let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
         let admin = try KafkaAdmin(client: client)
+        if rebuild {
+            try await runRebuild(settings: settings, current: current, proposed: proposed, client: client, admin: admin)
+            return
+        }
         let started = ContinuousClock.now
         let history = try await ReplayDryRun.readHistory(
             client: client, admin: admin, touchpointTopics: [settings.kafka.touchpoints.name, settings.kafka.deliveries.name],
@@ -95,5 +115,32 @@ struct Replay: AsyncParsableCommand {
                   + "\(change.after.map { "\($0.channel)@\(Timestamp(milliseconds: $0.sendAfter))" } ?? "-")")
         }
         if report.changes.count > 20 { print("  … \(report.changes.count - 20) more (use --json for the full list)") }
+    }
+
+    func runRebuild(settings: WaymarkSettings, current: JourneyEngine, proposed: JourneyEngine,
+                    client: KafkaClientConfiguration, admin: KafkaAdmin) async throws {
+        let redis = try await RedisConnection.connect(RedisConfiguration(
+            host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
+            password: settings.redis.password, database: settings.redis.database))
+        let store = RedisStateStore(connection: redis, keys: KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards))
+        let start = try Self.time(from)
+        let rebuildID = id ?? "from-\(start.milliseconds)-\(URL(fileURLWithPath: rules).standardized.path.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 })"
+        var job = ReplayRebuild(current: current, proposed: proposed, from: start, now: try Self.time("now"), id: rebuildID)
+        job.settle = .seconds(settle)
+        let started = ContinuousClock.now
+        FileHandle.standardError.write(Data("rebuild \(rebuildID): fence raised, workers pausing\n".utf8))
+        let report = try await job.run(store: store, client: client, admin: admin,
+                                       touchpointTopics: [settings.kafka.touchpoints.name, settings.kafka.deliveries.name],
+                                       customersTopic: settings.kafka.customers.name) { done, total in
+            let elapsed = (ContinuousClock.now - started).seconds
+            let rate = Double(done) / max(elapsed, 0.001)
+            FileHandle.standardError.write(Data(String(format: "\rrebuilding: %d/%d customers, %.0f/s, ETA %.0f s   ",
+                                                       done, total, rate, rate > 0 ? Double(total - done) / rate : 0).utf8))
+        }
+        await redis.close()
+        if json { try printJSON(report); return }
+        print("\nRebuilt \(report.rebuilt) of \(report.customers) customers from \(report.events) events "
+              + "(\(report.resumedPast) done by an earlier, interrupted run); \(report.rescheduled) with future timers re-scheduled; "
+              + "\(report.pastMessagesNotResent) past messages under the new rules not sent again. Fence lifted.")
     }
 }

@@ -73,10 +73,24 @@ public final class JourneyWorker: Sendable {
         // Two-stage pipeline: while batch N is published and its offsets committed, batch N+1 is
         // polled and processed. Processing stays sequential (N+1 reads the state N committed), offset
         // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
+        let fence = Fence(connection: connection, prefix: environment.keys.prefix)
         while !stopping.withLock({ $0 }) {
-            let batch = try await consumer.poll(maxRecords: settings.worker.maxBatch,
-                                                timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
-            if batch.isEmpty { continue }
+            var polled = try await consumer.poll(maxRecords: settings.worker.maxBatch,
+                                                 timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
+            if polled.isEmpty { continue }
+            // A replay rebuild is re-deriving state: hold this batch, stay in the group, wait.
+            if let holder = try? await fence.current() {
+                await inFlight.finish()
+                let paused = Array(consumer.assignment)
+                try? consumer.pause(paused)
+                logger.notice("fenced: state writes paused", metadata: ["fence.holder": "\(holder)"])
+                while (try? await fence.current()) != nil, !stopping.withLock({ $0 }) {
+                    polled += try await consumer.poll(maxRecords: settings.worker.maxBatch, timeout: .milliseconds(200))
+                }
+                try? consumer.resume(paused)
+                logger.notice("fence lifted: resuming")
+            }
+            let batch = polled
             let started = ContinuousClock.now
             let now = environment.clock()
             let output = try await publisher.retrying("process batch") { try await processor.process(batch, now: now) }

@@ -50,8 +50,13 @@ public final class Scheduler: Sendable {
         let interval = Duration.milliseconds(environment.settings.worker.schedulerIntervalMilliseconds)
         logger.info("scheduler running", metadata: ["interval.ms": "\(environment.settings.worker.schedulerIntervalMilliseconds)"])
         var tick = 0
+        let fence = Fence(connection: connection, prefix: environment.keys.prefix)
         while !stopping.withLock({ $0 }) {
             let started = ContinuousClock.now
+            if (try? await fence.current()) != nil {  // a replay rebuild owns the state for now
+                try? await Task.sleep(for: interval)
+                continue
+            }
             do {
                 try await self.tick(store: store, processor: processor, publisher: publisher, recover: tick % 4 == 0)
             } catch {
