@@ -33,6 +33,7 @@ bench: setup
 	"$(BIN_RELEASE)/waymark-bench" clients
 	"$(BIN_RELEASE)/waymark-bench" engine
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
+	"$(BIN_RELEASE)/waymark-bench" replay
 
 crash-test: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
