@@ -11,14 +11,6 @@ import WaymarkRedis
 import WaymarkState
 import WaymarkWorkers
 
-/// A clock the test moves by hand.
-final class ManualClock: Sendable {
-    private let value: Mutex<Int64>
-    init(_ start: Timestamp) { value = Mutex(start.milliseconds) }
-    var now: Timestamp { Timestamp(milliseconds: value.withLock { $0 }) }
-    func set(_ t: Timestamp) { value.withLock { $0 = t.milliseconds } }
-}
-
 /// A local stack (real redis-server and broker) with Waymark's topics and the shipped journeys.
 struct Stack {
     let settings: WaymarkSettings

@@ -9,13 +9,8 @@ import WaymarkLocalStack
 import WaymarkRedis
 import WaymarkWorkers
 
-/// A clock the test moves by hand.
-final class TestClock: Sendable {
-    private let value: Mutex<Int64>
-    init(_ start: Timestamp) { value = Mutex(start.milliseconds) }
-    var now: Timestamp { Timestamp(milliseconds: value.withLock { $0 }) }
-    func set(_ t: Timestamp) { value.withLock { $0 = t.milliseconds } }
-}
+/// A clock the test moves by hand (the one `waymark demo` uses for simulated time).
+typealias TestClock = ManualClock
 
 /// A local stack with Waymark's topics, the shipped journeys and rules, and helpers to produce and read.
 struct Harness {
