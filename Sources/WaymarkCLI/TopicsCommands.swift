@@ -25,9 +25,7 @@ struct Topics: AsyncParsableCommand {
 
         func run() async throws {
             global.bootstrapLogging()
-            let settings = try WaymarkSettings.load(path: global.config)
-            let admin = try KafkaAdmin(client: KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                                                        properties: settings.kafka.properties))
+            let (settings, admin) = try global.settingsAndAdmin()
             let changes = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
             if json {
                 try printJSON(changes.map { ["topic": $0.topic, "action": $0.action.rawValue, "detail": $0.detail] })
@@ -49,9 +47,7 @@ struct Topics: AsyncParsableCommand {
 
         func run() async throws {
             global.bootstrapLogging()
-            let settings = try WaymarkSettings.load(path: global.config)
-            let admin = try KafkaAdmin(client: KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                                                        properties: settings.kafka.properties))
+            let (settings, admin) = try global.settingsAndAdmin()
             let topics = try await admin.describeTopics(nil)
             let declared = Set(settings.kafka.allTopics.map(\.name))
             if json {
@@ -74,9 +70,7 @@ struct Topics: AsyncParsableCommand {
 
         func run() async throws {
             global.bootstrapLogging()
-            let settings = try WaymarkSettings.load(path: global.config)
-            let admin = try KafkaAdmin(client: KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                                                        properties: settings.kafka.properties))
+            let (_, admin) = try global.settingsAndAdmin()
             guard let topic = try await admin.describeTopics([name]).first else {
                 throw ValidationError("topic '\(name)' does not exist")
             }
@@ -121,9 +115,7 @@ struct Topics: AsyncParsableCommand {
                     throw ExitCode(1)
                 }
             }
-            let settings = try WaymarkSettings.load(path: global.config)
-            let admin = try KafkaAdmin(client: KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                                                        properties: settings.kafka.properties))
+            let (_, admin) = try global.settingsAndAdmin()
             let result = try await admin.deleteTopics([name])
             if let error = result[name] ?? nil { throw error }
             print("Deleted topic \(name).")
@@ -137,4 +129,13 @@ struct TopicDetail: Encodable {
     var name: String
     var configs: [String: String]
     var partitions: [Partition]
+}
+
+extension GlobalOptions {
+    /// The validated settings and an admin client for their cluster.
+    func settingsAndAdmin() throws -> (WaymarkSettings, KafkaAdmin) {
+        let settings = try WaymarkSettings.load(path: config)
+        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
+        return (settings, try KafkaAdmin(client: client))
+    }
 }
