@@ -59,8 +59,16 @@ struct Journey: AsyncParsableCommand {
         var big = client
         big.properties["message.max.bytes"] = "10485760"
         let producer = try KafkaProducer(configuration: .init(client: big))
+        // End offsets straight from the delivery reports: watching the drain then costs one committed-offsets
+        // request per poll instead of a short-lived consumer (which would steal CPU from the worker measured).
+        var ends: [KafkaTopicPartition: Int64] = [:]
         func send(_ records: ArraySlice<SampleRecord>, topic: String) async throws {
-            try await producer.sendAll(records.map { KafkaProducerRecord(topic: topic, key: Array($0.key.utf8), value: $0.value) })
+            let reports = try await producer.send(records.map { KafkaProducerRecord(topic: topic, key: Array($0.key.utf8), value: $0.value) })
+            for report in reports {
+                if let error = report.error { throw error }
+                let partition = KafkaTopicPartition(topic: report.topic, partition: report.partition)
+                ends[partition] = max(ends[partition] ?? 0, report.offset + 1)
+            }
         }
         for chunk in stride(from: 0, to: profiles.count, by: 50_000) {
             try await send(profiles[chunk..<min(chunk + 50_000, profiles.count)], topic: settings.kafka.customers.name)
@@ -82,10 +90,13 @@ struct Journey: AsyncParsableCommand {
         var drainedAt = start
         var firstProgress: (at: ContinuousClock.Instant, lag: Int64)?
         let total = Int64(backlog.count + profiles.count)
+        let endTotal = ends.values.reduce(0, +)
         while true {
-            try await Task.sleep(for: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(200))
             peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
-            let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: inputs).map(\.lag).reduce(0, +)
+            let committed = try await admin.committedOffsets(group: settings.kafka.journeyGroup)
+                .filter { inputs.contains($0.topic) }.map(\.offset).reduce(0, +)
+            let lag = endTotal - committed
             if firstProgress == nil, lag < total { firstProgress = (ContinuousClock.now, lag) }
             if lag == 0 { drainedAt = ContinuousClock.now; break }
             if !worker.isRunning { throw ValidationError("worker exited: \(worker.logTail())") }
@@ -101,8 +112,8 @@ struct Journey: AsyncParsableCommand {
         // Phase 2: fixed rate; latency from produce to the worker's publish of the caused decisions.
         let decisionsTopic = settings.kafka.decisions.name
         let reader = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        let ends = try await admin.endOffsets(topics: [decisionsTopic])
-        try reader.assign(ends.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value.high) })
+        let decisionEnds = try await admin.endOffsets(topics: [decisionsTopic])
+        try reader.assign(decisionEnds.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value.high) })
         var producedAt: [String: Int64] = [:]
         let liveStart = ContinuousClock.now
         let chunk = max(latencyRate / 100, 1)  // 10 ms slices
