@@ -17,7 +17,8 @@ struct Journey: AsyncParsableCommand {
             Phase 1 (throughput): a backlog of generated touchpoints is produced first; one `waymark worker \
             journey` process (release build next to this binary) drains it; events/s = backlog / drain time.
             Phase 2 (latency): touchpoints are produced at a fixed rate; latency is the time from produce to \
-            the worker's publish of the decisions they caused (Kafka timestamps of both records).
+            the worker's publish of the first decision each caused (Kafka timestamps of both records; later \
+            decisions of the same cause, such as releases after quiet hours, are intended delays).
 
             Examples:
               waymark-bench journey
@@ -127,13 +128,13 @@ struct Journey: AsyncParsableCommand {
             for record in slice {
                 if let id = Self.eventID(record.value) { producedAt[id] = stamp }
             }
-            latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), producedAt)
+            latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), &producedAt)
             peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
             let due = liveStart + .milliseconds(Int64(Double(offset + chunk) / Double(latencyRate) * 1000))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }
         }
         let tail = ContinuousClock.now + .seconds(3)
-        while ContinuousClock.now < tail { latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), producedAt) }
+        while ContinuousClock.now < tail { latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), &producedAt) }
         await reader.close()
         peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
         worker.stop(grace: .seconds(20))
@@ -156,10 +157,12 @@ struct Journey: AsyncParsableCommand {
         ])
     }
 
-    /// Latencies (ms) of decisions in `batch` whose causing event we produced.
-    static func collect(_ batch: [KafkaConsumerRecord], _ producedAt: [String: Int64]) -> [Int64] {
+    /// Latencies (ms) from producing an event to the first decision it caused. Later decisions with the
+    /// same cause (a message released by the scheduler at the end of quiet hours, say) are deliberate
+    /// delays, not processing latency, and are not counted.
+    static func collect(_ batch: [KafkaConsumerRecord], _ producedAt: inout [String: Int64]) -> [Int64] {
         batch.compactMap { record in
-            guard let value = record.value, let cause = field("caused_by", in: value), let sent = producedAt[cause] else { return nil }
+            guard let value = record.value, let cause = field("caused_by", in: value), let sent = producedAt.removeValue(forKey: cause) else { return nil }
             return record.timestamp - sent
         }
     }
