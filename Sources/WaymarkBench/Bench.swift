@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import WaymarkChaos
+import WaymarkControl
 import WaymarkKafka
 import WaymarkLocalStack
 import WaymarkRedis
@@ -58,9 +59,6 @@ func appendResults(_ measurements: [Measurement]) throws {
     try handle.close()
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 struct Clients: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -199,8 +197,7 @@ struct Crash: AsyncParsableCommand {
 
     func run() async throws {
         bootstrapBenchLogging()
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
-        var config = CrashTestConfiguration(waymarkBinary: binary, journeysDirectory: journeys)
+        var config = CrashTestConfiguration(waymarkBinary: siblingWaymarkBinary, journeysDirectory: journeys)
         config.events = events
         config.produceRate = rate
         config.journeyKills = kills
@@ -222,4 +219,9 @@ func bootstrapBenchLogging() {
         handler.logLevel = .warning
         return handler
     }
+}
+
+/// The `waymark` executable built next to this one (worker processes for crash and end-to-end runs).
+var siblingWaymarkBinary: String {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
 }

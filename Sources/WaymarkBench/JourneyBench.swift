@@ -33,7 +33,6 @@ struct Journey: AsyncParsableCommand {
 
     func run() async throws {
         bootstrapBenchLogging()
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
         let stack = try await LocalStack.start()
         defer { stack.stop() }
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
@@ -81,7 +80,7 @@ struct Journey: AsyncParsableCommand {
 
         // Phase 1: drain the backlog with one worker process.
         let worker = ManagedProcess(
-            executable: binary,
+            executable: siblingWaymarkBinary,
             arguments: ["worker", "journey", "--config", configFile.path, "--journeys", journeys, "--log-level", ProcessInfo.processInfo.environment["WAYMARK_BENCH_WORKER_LOG"] ?? "warning"],
             logFile: stack.directory.appendingPathComponent("worker.log"))
         let start = ContinuousClock.now

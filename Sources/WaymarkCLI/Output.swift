@@ -30,9 +30,6 @@ func human(_ value: Double) -> String {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 /// Prints a progress dot immediately (stdout is line-buffered when not a terminal).
 func printProgressDot() {

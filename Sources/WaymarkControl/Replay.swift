@@ -153,7 +153,7 @@ public struct ReplayDryRun: Sendable {
         let far = Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000))
         var events: [Touchpoint] = []
         for topic in touchpointTopics {
-            let records = try await TopicReader.readAll(topic, client: client, admin: admin, timeout: .seconds(600))
+            let records = try await TopicReader.readAll(topic, client: client, admin: admin)
             progress(topic, records.count)
             events.reserveCapacity(events.count + records.count)
             for record in records {
@@ -161,14 +161,14 @@ public struct ReplayDryRun: Sendable {
             }
         }
         var profiles: [String: CustomerProfile] = [:]
-        let profileRecords = try await TopicReader.readAll(customersTopic, client: client, admin: admin, timeout: .seconds(600))
+        let profileRecords = try await TopicReader.readAll(customersTopic, client: client, admin: admin)
         progress(customersTopic, profileRecords.count)
         for record in profileRecords {
             if case .success(let p) = parser.profile(key: record.key, value: record.value) { profiles[p.customerID] = p }
         }
         var published: [ReplayMessage] = []
         for topic in outboundTopics {
-            let records = try await TopicReader.readAll(topic, client: client, admin: admin, timeout: .seconds(600))
+            let records = try await TopicReader.readAll(topic, client: client, admin: admin)
             progress(topic, records.count)
             for record in records {
                 if case .success(let m) = parser.outbound(key: record.key, value: record.value) { published.append(message(m)) }

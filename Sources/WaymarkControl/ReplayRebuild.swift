@@ -92,7 +92,7 @@ public struct ReplayRebuild: Sendable {
         var byCustomer: [String: [Touchpoint]] = [:]
         var report = RebuildReport()
         for topic in touchpointTopics {
-            for record in try await TopicReader.readAll(topic, client: client, admin: admin, until: snapshot, timeout: .seconds(600)) {
+            for record in try await TopicReader.readAll(topic, client: client, admin: admin, until: snapshot) {
                 if case .success(let t) = parser.touchpoint(key: record.key, value: record.value, now: now) {
                     byCustomer[t.customerID, default: []].append(t)
                     report.events += 1
@@ -100,7 +100,7 @@ public struct ReplayRebuild: Sendable {
             }
         }
         var profiles: [String: CustomerProfile] = [:]
-        for record in try await TopicReader.readAll(customersTopic, client: client, admin: admin, timeout: .seconds(600)) {
+        for record in try await TopicReader.readAll(customersTopic, client: client, admin: admin) {
             if case .success(let p) = parser.profile(key: record.key, value: record.value) { profiles[p.customerID] = p }
         }
         let customers = byCustomer.keys.sorted()

@@ -30,11 +30,11 @@ public struct TopicScan: Sendable {
     public init(client: KafkaClientConfiguration) { self.client = client }
 
     /// Reads `topic` from `start` (per partition; missing partitions start at their low watermark)
-    /// up to the end offsets when the scan began, calling `body` for every batch of records and
-    /// `progress` at most every `progressInterval`.
+    /// up to the end offsets when the scan began (or up to `until`, where lower: an earlier snapshot),
+    /// calling `body` for every batch of records and `progress` at most every `progressInterval`.
     /// - Returns: the end offsets the scan read up to (next offset per partition).
     @discardableResult
-    public func scan(topic: String, from start: [Int32: Int64] = [:], admin: KafkaAdmin,
+    public func scan(topic: String, from start: [Int32: Int64] = [:], until: [Int32: Int64] = [:], admin: KafkaAdmin,
                      progressInterval: Duration = .milliseconds(500),
                      progress: (@Sendable (ScanProgress) -> Void)? = nil,
                      _ body: ([KafkaConsumerRecord]) throws -> Void) async throws -> [Int32: Int64] {
@@ -43,11 +43,12 @@ public struct TopicScan: Sendable {
         var assignments: [KafkaTopicPartitionOffset] = []
         var total = 0
         for (partition, mark) in marks {
-            ends[partition.partition] = mark.high
+            let high = min(mark.high, until[partition.partition] ?? mark.high)
+            ends[partition.partition] = high
             let from = max(start[partition.partition] ?? mark.low, mark.low)
-            if from < mark.high {
+            if from < high {
                 assignments.append(KafkaTopicPartitionOffset(topic: topic, partition: partition.partition, offset: from))
-                total += Int(mark.high - from)
+                total += Int(high - from)
             }
         }
         if assignments.isEmpty { return ends }
@@ -91,7 +92,8 @@ public struct TopicScan: Sendable {
 }
 
 extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    /// The duration in (fractional) seconds, for rates and progress output.
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// Times on the command line: RFC 3339 (`2026-11-20T08:00:00Z`), `now`, or a span ago (`90m`, `24h`, `7d`).

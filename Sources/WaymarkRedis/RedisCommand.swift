@@ -87,12 +87,7 @@ public struct RedisCommand: Sendable {
 
     /// Appends raw bytes as one argument (copied).
     public mutating func appendRaw(_ bytes: UnsafeRawBufferPointer) {
-        argumentCount += 1
-        body.append(UInt8(ascii: "$"))
-        RESP.appendDecimal(bytes.count, to: &body)
-        body.append(13); body.append(10)
-        body.append(contentsOf: bytes)
-        body.append(13); body.append(10)
+        append(bytes: bytes)
     }
 
     /// Appends an integer argument in decimal, without going through `String`.
