@@ -19,8 +19,9 @@ extension Run {
         }
         for c in batch {
             switch c.kind {
-            case .new(let n): decideNew(n)
+            case .new(let n): decide(SendPlan(n, ttl: n.send.expiresAfter ?? rules.defaultExpiry, clock: clock))
             case .release(let d): release(d)
+            case .awaitingProfile(let d): decide(SendPlan(heldForProfile: d, variables: profileVariables(d)))
             }
         }
     }
@@ -97,7 +98,7 @@ extension Run {
         while let cap = capViolation(at: t, channel: channel, journey: journey, transactional: transactional, ignoring: ignoring) {
             if firstBlock == nil { firstBlock = cap }
             var victim: DeferredMessage? = nil
-            for d in state.deferred where d.message.priority < priority && !ignoring.contains(d.message.messageID) {
+            for d in state.deferred where d.hold == .quietHours && d.message.priority < priority && !ignoring.contains(d.message.messageID) {
                 let m = d.message
                 guard !capExempt(m.transactional), Run.capApplies(cap, channel: m.channel, journey: m.journey),
                       abs(m.sendAfter.milliseconds - t.milliseconds) < cap.window.milliseconds else { continue }
@@ -139,64 +140,96 @@ extension Run {
         }
     }
 
-    mutating func decideNew(_ n: NewSend) {
-        let s = n.send
-        let ttl = s.expiresAfter ?? rules.defaultExpiry
-        let expiresAt = clock.adding(ttl)
-        var msg = OutboundMessage(messageID: n.messageID, customerID: customerID, channel: s.channels[0], journey: n.journey,
-                                  journeyVersion: n.version, stage: n.stage, step: n.step, template: s.template,
-                                  priority: s.priority, transactional: s.transactional, createdAt: clock, sendAfter: clock,
-                                  expiresAt: expiresAt, causedBy: n.causedBy, locale: profile?.locale,
-                                  variables: n.variables, fallbackChannels: [])
-        if state.capHistory.contains(where: { $0.messageID == n.messageID })
-            || state.deferred.contains(where: { $0.message.messageID == n.messageID }) {
-            decisions.append(messageDecision(.suppressedDuplicate, rule: "dedup:message_id", msg, key: n.key, skipped: []))
+    /// Decides one send: relevance (expiry from the moment the step became due), the wait for a
+    /// missing profile, then per channel in order consent, contact, quiet hours and caps.
+    mutating func decide(_ p: SendPlan) {
+        var msg = OutboundMessage(messageID: p.messageID, customerID: customerID, channel: p.channels[0], journey: p.journey,
+                                  journeyVersion: p.version, stage: p.stage, step: p.step, template: p.template,
+                                  priority: p.priority, transactional: p.transactional, createdAt: p.createdAt, sendAfter: clock,
+                                  expiresAt: p.expiresAt, causedBy: p.causedBy, locale: profile?.locale,
+                                  variables: p.variables, fallbackChannels: [])
+        if state.capHistory.contains(where: { $0.messageID == p.messageID })
+            || state.deferred.contains(where: { $0.message.messageID == p.messageID }) {
+            decisions.append(messageDecision(.suppressedDuplicate, rule: "dedup:message_id", msg, key: p.key, skipped: []))
             return
         }
-        let channels = orderedChannels(s.channels)
+        // Relevance is judged in event time: a backlog, a restart or a new consumer group must not
+        // send what stopped being relevant, transactional messages included.
+        if clock >= p.expiresAt {
+            decisions.append(messageDecision(.suppressedExpired, rule: p.expiryRule, msg, key: p.key, skipped: [],
+                                             detail: "expired at \(p.expiresAt), before it could be decided"))
+            return
+        }
+        let wait = rules.consent.profileWait
+        if profile == nil && !rules.consent.allowWithoutProfile && p.mayAwaitProfile && wait.milliseconds > 0 {
+            // Profiles and touchpoints travel on different topics: hold the send for the profile
+            // (no channel chosen, no cap slot taken) instead of losing it to the race.
+            msg.sendAfter = min(clock.adding(wait), p.expiresAt)
+            msg.fallbackChannels = Array(p.channels.dropFirst())
+            insertDeferred(DeferredMessage(message: msg, instanceKey: p.key, rule: "consent:awaiting_profile", hold: .awaitingProfile))
+            decisions.append(messageDecision(.deferredAwaitingProfile, rule: "consent:awaiting_profile", msg, key: p.key, skipped: []))
+            return
+        }
+        let channels = orderedChannels(p.channels)
         var skipped: [ChannelRejection] = []
         for (ci, ch) in channels.enumerated() {
-            if let r = reachability(ch, transactional: s.transactional) { skipped.append(r); continue }
+            if let r = reachability(ch, transactional: p.transactional) { skipped.append(r); continue }
             var at = clock
             var quietRule: String? = nil
-            if let q = engine.quietHours.releaseTime(messageID: n.messageID, channel: ch, transactional: s.transactional,
+            if let q = engine.quietHours.releaseTime(messageID: p.messageID, channel: ch, transactional: p.transactional,
                                                      profile: profile, at: clock) {
                 at = q.release
                 quietRule = q.rule
-                if at >= expiresAt {
-                    skipped.append(ChannelRejection(channel: ch, reason: .suppressedExpired, rule: "expiry:\(ttl)"))
+                if at >= p.expiresAt {
+                    skipped.append(ChannelRejection(channel: ch, reason: .suppressedExpired, rule: p.expiryRule))
                     continue
                 }
             }
-            switch fitCaps(at: at, channel: ch, journey: n.journey, transactional: s.transactional, priority: s.priority) {
+            switch fitCaps(at: at, channel: ch, journey: p.journey, transactional: p.transactional, priority: p.priority) {
             case .blocked(let cap):
                 skipped.append(ChannelRejection(channel: ch, reason: .suppressedFrequencyCap, rule: "cap:\(cap.name)"))
                 continue
             case .fits(let evict):
-                applyEvictions(evict, by: n.messageID)
+                applyEvictions(evict, by: p.messageID)
             }
             msg.channel = ch
             msg.sendAfter = at
-            msg.fallbackChannels = channels[(ci + 1)...].filter { reachability($0, transactional: s.transactional) == nil }
-            insertCapEntry(CapEntry(at: at, channel: ch, journey: n.journey, transactional: s.transactional, messageID: n.messageID))
+            msg.fallbackChannels = channels[(ci + 1)...].filter { reachability($0, transactional: p.transactional) == nil }
+            insertCapEntry(CapEntry(at: at, channel: ch, journey: p.journey, transactional: p.transactional, messageID: p.messageID))
             if let quietRule {
-                insertDeferred(DeferredMessage(message: msg, instanceKey: n.key, rule: quietRule))
-                decisions.append(messageDecision(.deferredQuietHours, rule: quietRule, msg, key: n.key, skipped: skipped))
+                insertDeferred(DeferredMessage(message: msg, instanceKey: p.key, rule: quietRule))
+                decisions.append(messageDecision(.deferredQuietHours, rule: quietRule, msg, key: p.key, skipped: skipped))
             } else {
                 messages.append(msg)
                 if skipped.isEmpty {
-                    decisions.append(messageDecision(.sent, rule: "rules_passed", msg, key: n.key, skipped: []))
+                    decisions.append(messageDecision(.sent, rule: "rules_passed", msg, key: p.key, skipped: []))
                 } else {
-                    decisions.append(messageDecision(.fallbackChannel, rule: skipped[0].rule, msg, key: n.key, skipped: skipped))
+                    decisions.append(messageDecision(.fallbackChannel, rule: skipped[0].rule, msg, key: p.key, skipped: skipped))
                 }
             }
             return
         }
         let first = skipped[0]
-        decisions.append(messageDecision(first.reason, rule: first.rule, msg, key: n.key, skipped: skipped, channel: first.channel))
+        let detail = profile == nil && !p.mayAwaitProfile ? "no profile arrived within \(wait)" : nil
+        decisions.append(messageDecision(first.reason, rule: first.rule, msg, key: p.key, skipped: skipped, channel: first.channel,
+                                         detail: detail))
     }
 
-    /// A held message's release time came: re-check expiry, consent and quiet hours (rules or the
+    /// Template variables of a send that waited for the profile, with `profile.*` ones filled in now.
+    func profileVariables(_ d: DeferredMessage) -> [String: AttributeValue] {
+        var vars = d.message.variables
+        guard profile != nil, let j = engine.journeyIndex[d.message.journey] else { return vars }
+        let cj = engine.compiled[j]
+        guard let loc = cj.stepLocation[d.message.step],
+              case .send(let s) = cj.def.stages[loc.stage].steps[loc.index].action, let names = s.variables else { return vars }
+        for n in names where n.hasPrefix("profile.") {
+            let k = String(n.dropFirst(8))
+            if let v = profileValue(k) { vars[k] = v }
+        }
+        return vars
+    }
+
+    /// A message held for quiet hours: its release time came: re-check expiry, consent and quiet hours (rules or the
     /// profile may have changed) and publish it.
     mutating func release(_ d: DeferredMessage) {
         var m = d.message
@@ -222,5 +255,45 @@ extension Run {
         }
         messages.append(m)
         decisions.append(messageDecision(.sent, rule: "deferral_released:\(d.rule)", m, key: d.instanceKey, skipped: []))
+    }
+}
+
+
+/// A send to decide: a step that just ran, or one that waited for the customer's profile.
+struct SendPlan {
+    var messageID: MessageID
+    var journey: String
+    var version: Int
+    var key: String
+    var stage: String
+    var step: String
+    var template: String
+    var priority: Int
+    var transactional: Bool
+    /// The step's channels in step order (the customer's preference is applied when deciding).
+    var channels: [Channel]
+    var causedBy: String
+    var variables: [String: AttributeValue]
+    var createdAt: Timestamp
+    /// The moment the step became due in event time plus the step's lifetime.
+    var expiresAt: Timestamp
+    /// The rule named when the message has expired.
+    var expiryRule: String
+    /// A new send may wait for a missing profile; one that already waited is decided as it stands.
+    var mayAwaitProfile: Bool
+
+    init(_ n: NewSend, ttl: TimeSpan, clock: Timestamp) {
+        messageID = n.messageID; journey = n.journey; version = n.version; key = n.key; stage = n.stage; step = n.step
+        template = n.send.template; priority = n.send.priority; transactional = n.send.transactional
+        channels = n.send.channels; causedBy = n.causedBy; variables = n.variables; createdAt = clock
+        expiresAt = n.dueAt.adding(ttl); expiryRule = "expiry:\(ttl)"; mayAwaitProfile = true
+    }
+
+    init(heldForProfile d: DeferredMessage, variables: [String: AttributeValue]) {
+        let m = d.message
+        messageID = m.messageID; journey = m.journey; version = m.journeyVersion; key = d.instanceKey; stage = m.stage
+        step = m.step; template = m.template; priority = m.priority; transactional = m.transactional
+        channels = [m.channel] + m.fallbackChannels; causedBy = m.causedBy; self.variables = variables
+        createdAt = m.createdAt; expiresAt = m.expiresAt; expiryRule = "expiry"; mayAwaitProfile = false
     }
 }

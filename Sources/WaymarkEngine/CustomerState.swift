@@ -124,14 +124,25 @@ public struct CapEntry: Sendable, Hashable {
     }
 }
 
-/// A message held until quiet hours end. `message.sendAfter` is the release time.
+/// A message held back: until quiet hours end, or until the customer's profile arrives.
 public struct DeferredMessage: Sendable, Hashable {
+    /// Why a message is held.
+    public enum Hold: UInt8, Sendable, Hashable {
+        /// Decided and holding its frequency-cap slot; `message.sendAfter` is the release time.
+        case quietHours = 0
+        /// Not decided yet: the customer had no profile (so no consent) when the step became due.
+        /// `message.channel` and `message.fallbackChannels` are the step's channels in step order,
+        /// and `message.sendAfter` is the deadline: decided as soon as a profile is known, and
+        /// suppressed (`consent:no_profile`) if none arrived by then. Holds no cap slot.
+        case awaitingProfile = 1
+    }
     public var message: OutboundMessage
     public var instanceKey: String
-    /// The quiet-hours rule that deferred it.
+    /// The rule that holds it (`quiet_hours:<window>` or `consent:awaiting_profile`).
     public var rule: String
-    public init(message: OutboundMessage, instanceKey: String, rule: String) {
-        self.message = message; self.instanceKey = instanceKey; self.rule = rule
+    public var hold: Hold
+    public init(message: OutboundMessage, instanceKey: String, rule: String, hold: Hold = .quietHours) {
+        self.message = message; self.instanceKey = instanceKey; self.rule = rule; self.hold = hold
     }
 }
 

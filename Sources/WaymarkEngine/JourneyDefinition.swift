@@ -114,7 +114,8 @@ public struct SendStep: Sendable, Hashable {
     public var template: String
     public var priority: Int
     public var transactional: Bool
-    /// Message lifetime from creation; `nil` uses ``Rules/defaultExpiry``.
+    /// Message lifetime, counted from the moment the step became due in event time (the causing
+    /// event plus the waits before it); `nil` uses ``Rules/defaultExpiry``.
     public var expiresAfter: TimeSpan?
     /// Variables to pass (`cart_id`, `profile.tier`); `nil` passes all instance context fields.
     public var variables: [String]?

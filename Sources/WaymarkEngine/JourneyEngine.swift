@@ -88,8 +88,13 @@ public struct JourneyEngine: Sendable {
     ///   - touchpoints: Events in partition order; duplicates (by event id) are skipped.
     ///   - now: Live: the wall clock. Replay: fire timers up to here after the last event.
     ///   - timing: ``Timing/live`` or ``Timing/replay``.
+    ///   - watermark: Live: the event time up to which the customer's partition has been read.
+    ///     Timers and releases due after it wait (events before their due time, such as the
+    ///     purchase that exits a cart reminder, may still be in the backlog). `nil`: caught up,
+    ///     fire everything due up to `now`. Never below the events passed in this call.
     public func process(_ state: CustomerState, customerID: String, profile: CustomerProfile?,
-                        touchpoints: [Touchpoint], now: Timestamp, timing: Timing = .live) -> EngineResult {
+                        touchpoints: [Touchpoint], now: Timestamp, timing: Timing = .live,
+                        watermark: Timestamp? = nil) -> EngineResult {
         var run = Run(engine: self, state: state, customerID: customerID, profile: profile)
         run.clock = timing == .live ? max(now, state.clock) : state.clock
         for e in touchpoints where e.customerID == customerID {
@@ -107,7 +112,11 @@ public struct JourneyEngine: Sendable {
             run.state.recentEvents.append(ProcessedEvent(fingerprint: fp, at: run.clock))
             run.handle(e)
         }
-        run.fireTimers(upTo: now, replay: timing == .replay)
+        var limit = now
+        if timing == .live, let watermark {
+            limit = min(now, max(watermark, touchpoints.map { min($0.occurredAt, now) }.max() ?? watermark))
+        }
+        run.fireTimers(upTo: limit, replay: timing == .replay)
         run.flush()
         run.compact()
         run.prune()
@@ -115,10 +124,10 @@ public struct JourneyEngine: Sendable {
                             nextWakeUp: run.state.nextWakeUp, duplicateEvents: run.duplicates)
     }
 
-    /// Fires due timers and deferred releases only (a scheduler wake-up).
+    /// Fires due timers and deferred releases only (a scheduler wake-up); see ``process(_:customerID:profile:touchpoints:now:timing:watermark:)``.
     public func wake(_ state: CustomerState, customerID: String, profile: CustomerProfile?, now: Timestamp,
-                     timing: Timing = .live) -> EngineResult {
-        process(state, customerID: customerID, profile: profile, touchpoints: [], now: now, timing: timing)
+                     timing: Timing = .live, watermark: Timestamp? = nil) -> EngineResult {
+        process(state, customerID: customerID, profile: profile, touchpoints: [], now: now, timing: timing, watermark: watermark)
     }
 }
 
@@ -208,7 +217,18 @@ struct CompiledJourney: Sendable {
 struct SendCandidate {
     enum Kind {
         case new(NewSend)
+        /// A message held for quiet hours whose release time came.
         case release(DeferredMessage)
+        /// A send that waited for the customer's profile: it arrived, or the wait is over.
+        case awaitingProfile(DeferredMessage)
+
+        /// The held message behind a release.
+        var held: DeferredMessage? {
+            switch self {
+            case .new: nil
+            case .release(let d), .awaitingProfile(let d): d
+            }
+        }
     }
     var seq: Int
     var priority: Int
@@ -226,6 +246,9 @@ struct NewSend {
     var causedBy: String
     var messageID: MessageID
     var variables: [String: AttributeValue]
+    /// When the step became due in event time: the causing event plus the waits before it
+    /// (live: clamped to the wall clock). Expiry counts from here, not from when a worker got to it.
+    var dueAt: Timestamp
 }
 
 struct Run {
@@ -275,13 +298,25 @@ struct Run {
             for (i, inst) in state.instances.enumerated() {
                 if let w = inst.wakeAt, w <= limit, bestDue == nil || w < bestDue! { bestDue = w; bestInstance = i }
             }
-            for (i, d) in state.deferred.enumerated() where d.message.sendAfter <= limit {
-                if bestDue == nil || d.message.sendAfter < bestDue! { bestDue = d.message.sendAfter; bestInstance = -1; bestDeferred = i }
+            for (i, d) in state.deferred.enumerated() {
+                // A send waiting for the profile is due as soon as one is known, else at its deadline.
+                let profileArrived = d.hold == .awaitingProfile && profile != nil
+                let due = profileArrived ? min(d.message.sendAfter, clock) : d.message.sendAfter
+                guard due <= limit || profileArrived else { continue }
+                if bestDue == nil || due < bestDue! { bestDue = due; bestInstance = -1; bestDeferred = i }
             }
-            guard let due = bestDue else { return }
+            guard let due = bestDue else {
+                // Replay: sends gathered at the current instant may be deferred to a release before
+                // `limit`; decide them and look again, so the release fires at its own time and not
+                // only when a later event of this customer comes along. (Live: every deferral ends
+                // after `now`, and a batch's sends are arbitrated together at the end.)
+                if replay && !candidates.isEmpty && limit > clock { flush(); continue }
+                return
+            }
             if replay && due > clock {
-                // Settle sends of the earlier instant first; that may change what is due, so rescan.
-                advanceClock(to: due)
+                // Decide the sends of the current instant first (their deferrals may fall before
+                // `due`), then move the clock; either may change what is due, so rescan.
+                if candidates.isEmpty { advanceClock(to: due) } else { flush() }
                 continue
             }
             base = replay ? clock : due
@@ -289,8 +324,9 @@ struct Run {
                 fireInstance(bestInstance)
             } else {
                 let d = state.deferred.remove(at: bestDeferred)
+                let kind: SendCandidate.Kind = d.hold == .awaitingProfile ? .awaitingProfile(d) : .release(d)
                 candidates.append(SendCandidate(seq: nextSeq(), priority: d.message.priority, createdAt: d.message.createdAt,
-                                                kind: .release(d)))
+                                                kind: kind))
             }
             compact()
         }
@@ -324,7 +360,7 @@ struct Run {
                 handleInstance(i, cj, e)
             }
             compact()
-            if !cj.def.exits.isEmpty && !state.deferred.isEmpty { cancelHeldAfterCompletion(cj, e) }
+            if !cj.def.exits.isEmpty && !(state.deferred.isEmpty && candidates.isEmpty) { cancelHeldAfterCompletion(cj, e) }
             if entryMatches(cj, e) { tryEnter(cj, e) }
             compact()
         }
@@ -342,16 +378,27 @@ struct Run {
         return false
     }
 
-    /// An instance that finished its steps may still have a message held for quiet hours; an exit
-    /// event for it (same key) cancels that message too.
+    /// An instance that finished its steps may still have a message held (for quiet hours or for the
+    /// profile) or not yet decided; an exit event for it (same key) cancels that message too.
     mutating func cancelHeldAfterCompletion(_ cj: CompiledJourney, _ e: Touchpoint) {
         let name = cj.def.name
         for x in cj.def.exits where x.on.type == e.type && eval(x.on.filter, event: e.attributes, context: nil) {
+            // Held messages, and sends of this call not decided yet (live: they are decided at `now`,
+            // after this exit happened; replay: only those of this very instant are still pending).
+            var held: [String] = state.deferred.filter { $0.message.journey == name }.map(\.instanceKey)
+            for c in candidates {
+                switch c.kind {
+                case .new(let n) where n.journey == name: held.append(n.key)
+                case .release(let d) where d.message.journey == name, .awaitingProfile(let d) where d.message.journey == name:
+                    held.append(d.instanceKey)
+                default: break
+                }
+            }
             var keys: [String] = []
-            for d in state.deferred where d.message.journey == name && !keys.contains(d.instanceKey) {
-                if state.instances.contains(where: { $0.journey == name && $0.key == d.instanceKey }) { continue }
-                if x.on.sameKey, let k = cj.def.key, e.attributes[k]?.keyString != d.instanceKey { continue }
-                keys.append(d.instanceKey)
+            for key in held where !keys.contains(key) {
+                if state.instances.contains(where: { $0.journey == name && $0.key == key }) { continue }
+                if x.on.sameKey, let k = cj.def.key, e.attributes[k]?.keyString != key { continue }
+                keys.append(key)
             }
             for k in keys {
                 let ghost = JourneyInstance(journey: name, version: cj.def.version, key: k, enteredAt: clock, stage: "",
@@ -549,7 +596,7 @@ struct Run {
         state.deferred = kept
         var keptCandidates: [SendCandidate] = []
         for c in candidates {
-            if case .release(let d) = c.kind, d.message.journey == inst.journey && d.instanceKey == inst.key {
+            if let d = c.kind.held, d.message.journey == inst.journey && d.instanceKey == inst.key {
                 state.capHistory.removeAll { $0.messageID == d.message.messageID }
                 decisions.append(messageDecision(.cancelledJourneyExit, rule: rule, d.message, key: d.instanceKey, skipped: []))
             } else if case .new(let n) = c.kind, n.journey == inst.journey && n.key == inst.key {
@@ -585,7 +632,7 @@ struct Run {
         let stageName = cj.def.stages.count == 1 && cj.def.stages[0].name == "main" ? "" : inst.stage
         candidates.append(SendCandidate(seq: nextSeq(), priority: s.priority, createdAt: clock, kind: .new(NewSend(
             journey: inst.journey, version: inst.version, key: inst.key, stage: stageName, step: stepID, send: s,
-            causedBy: inst.causedBy, messageID: id, variables: vars))))
+            causedBy: inst.causedBy, messageID: id, variables: vars, dueAt: base))))
     }
 
     mutating func nextSeq() -> Int { seq += 1; return seq }
@@ -614,7 +661,8 @@ struct Run {
         Decision(reason: reason, rule: rule, customerID: customerID, journey: m.journey, journeyVersion: m.journeyVersion,
                  instanceKey: key.isEmpty ? nil : key, stage: m.stage.isEmpty ? nil : m.stage, step: m.step,
                  channel: channel ?? m.channel, messageID: m.messageID, priority: m.priority, decidedAt: clock,
-                 sendAfter: reason == .sent || reason == .fallbackChannel || reason == .deferredQuietHours ? m.sendAfter : nil,
+                 sendAfter: reason == .sent || reason == .fallbackChannel || reason == .deferredQuietHours
+                     || reason == .deferredAwaitingProfile ? m.sendAfter : nil,
                  expiresAt: m.expiresAt, causedBy: m.causedBy, skipped: skipped, detail: detail)
     }
 

@@ -82,6 +82,9 @@ public enum DecisionReason: String, Sendable, Hashable, CaseIterable {
     case fallbackChannel = "fallback_channel"
     /// Held until the end of the recipient's quiet hours (see `send_after`).
     case deferredQuietHours = "deferred_quiet_hours"
+    /// Held because the customer has no profile yet: decided when one arrives, suppressed
+    /// (`consent:no_profile`) if none has by `send_after` (see ``ConsentRules/profileWait``).
+    case deferredAwaitingProfile = "deferred_awaiting_profile"
     case suppressedFrequencyCap = "suppressed_frequency_cap"
     case suppressedNoConsent = "suppressed_no_consent"
     case suppressedNoContact = "suppressed_no_contact"

@@ -7,7 +7,8 @@ public struct Rules: Sendable, Hashable {
     /// Transactional messages are neither checked against nor counted toward caps.
     public var capsExemptTransactional: Bool
     public var consent: ConsentRules
-    /// Message lifetime when a send step does not set one.
+    /// Message lifetime when a send step does not set one, counted from the moment the step became
+    /// due in event time. It binds transactional messages too: a confirmation days late is not sent.
     public var defaultExpiry: TimeSpan
     public var channelOrder: ChannelOrder
     public var dedup: DedupRules
@@ -44,9 +45,15 @@ public struct ConsentRules: Sendable, Hashable {
     public var allowWithoutProfile: Bool
     /// If `false`, transactional messages skip the consent check (the contact check still applies).
     public var transactionalRequiresConsent: Bool
-    public init(allowWithoutProfile: Bool = false, transactionalRequiresConsent: Bool = true) {
+    /// How long a send for a customer without a profile is held waiting for one (profiles and
+    /// touchpoints travel on different topics, so a worker may see events first). Counted from the
+    /// moment the send is decided, capped by the message's expiry. Zero: decide at once
+    /// (`suppressed_no_consent`). Not used when ``allowWithoutProfile`` is set.
+    public var profileWait: TimeSpan
+    public init(allowWithoutProfile: Bool = false, transactionalRequiresConsent: Bool = true, profileWait: TimeSpan = .minutes(15)) {
         self.allowWithoutProfile = allowWithoutProfile
         self.transactionalRequiresConsent = transactionalRequiresConsent
+        self.profileWait = profileWait
     }
 }
 

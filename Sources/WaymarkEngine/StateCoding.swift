@@ -1,15 +1,15 @@
 /// Binary encoding of ``CustomerState`` (one Redis value per customer).
 ///
-/// Layout (format version 1), all integers LEB128 varints unless noted, signed ones zigzag-encoded:
+/// Layout (format version 2; version 1, without the `hold` byte, is still read), all integers LEB128 varints unless noted, signed ones zigzag-encoded:
 /// ```
-/// "WM" 0x01                      magic + format version
+/// "WM" 0x02                      magic + format version
 /// clock                          zigzag ms since epoch
 /// instances:   count, then per instance: journey, version, key, enteredAt, stage, stageEnteredAt,
 ///              visits(count, stage, at)*, step, wakeAt?(flag + ts), causedBy, sendSequence, context(count, name, value)*
 /// ended:       count, (journey, key, endedAt)*
 /// recentEvents: count, (fingerprint u64 LE, at)*
 /// capHistory:  count, (at, channel u8, journey, flags u8, messageID u64 LE)*
-/// deferred:    count, (message, instanceKey, rule)*
+/// deferred:    count, (message, instanceKey, rule, hold u8)*
 /// counters:    count, (journey, stage, kind u8, count)*
 /// ```
 /// Strings are `count` + UTF-8 bytes. Every timestamp after `clock` is a zigzag delta from `clock`
@@ -18,7 +18,7 @@
 /// Decoding rejects unknown versions, truncation, trailing bytes and nesting deeper than 32.
 extension CustomerState {
     /// Current binary format version.
-    public static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
 
     /// Compact binary form for storage.
     public func encoded() -> [UInt8] {
@@ -47,7 +47,7 @@ extension CustomerState {
             w.time(c.at, base); w.u8(c.channel.code); w.string(c.journey); w.u8(c.transactional ? 1 : 0); w.u64(c.messageID.raw)
         }
         w.varint(UInt64(deferred.count))
-        for d in deferred { w.message(d.message, base); w.string(d.instanceKey); w.string(d.rule) }
+        for d in deferred { w.message(d.message, base); w.string(d.instanceKey); w.string(d.rule); w.u8(d.hold.rawValue) }
         w.varint(UInt64(counters.count))
         for c in counters { w.string(c.journey); w.string(c.stage); w.u8(c.kind.rawValue); w.varint(UInt64(c.count)) }
         return w.bytes
@@ -222,7 +222,7 @@ struct ByteReader {
         guard buf.count >= 3, buf[0] == 0x57, buf[1] == 0x4D else { throw fail("not a Waymark customer state (bad magic)") }
         pos = 2
         let version = try u8()
-        guard version == CustomerState.formatVersion else { throw fail("unsupported state format version \(version)") }
+        guard version == 1 || version == CustomerState.formatVersion else { throw fail("unsupported state format version \(version)") }
         var s = CustomerState()
         s.clock = Timestamp(milliseconds: try zigzag())
         base = s.clock.milliseconds
@@ -262,7 +262,14 @@ struct ByteReader {
         }
         let nd = try count("deferred")
         for _ in 0..<nd {
-            s.deferred.append(DeferredMessage(message: try message(), instanceKey: try string(), rule: try string()))
+            let m = try message(), key = try string(), rule = try string()
+            var hold = DeferredMessage.Hold.quietHours
+            if version >= 2 {
+                let raw = try u8()
+                guard let h = DeferredMessage.Hold(rawValue: raw) else { throw fail("unknown hold kind \(raw)") }
+                hold = h
+            }
+            s.deferred.append(DeferredMessage(message: m, instanceKey: key, rule: rule, hold: hold))
         }
         let nk = try count("counters")
         for _ in 0..<nk {

@@ -11,7 +11,8 @@ import WaymarkEngine
         #expect(r.messages.count == 1)
         let m = r.messages[0]
         #expect(m.channel == .sms && m.template == "welcome_tpl" && m.causedBy == "e1" && m.customerID == "c-1")
-        #expect(m.sendAfter == ts("2026-06-10T12:00:01+02:00") && m.expiresAt == m.createdAt.adding(.hours(48)))
+        // Sent at the decision moment; expiry counts from the moment the step became due (the event).
+        #expect(m.sendAfter == ts("2026-06-10T12:00:01+02:00") && m.expiresAt == ts("2026-06-10T12:00:00+02:00").adding(.hours(48)))
         #expect(reasons(r) == [.sent])
         #expect(r.decisions.map(\.reason) == [.journeyEntered, .stageReached, .journeyCompleted, .sent])
         #expect(r.state.instances.isEmpty)
@@ -62,9 +63,15 @@ import WaymarkEngine
         let strict = engine([instantJourney("welcome", channels: [.sms, .email])], rules())
         let r = strict.process(CustomerState(), customerID: "c-1", profile: nil, touchpoints: [tp("e1", "ping", at)], now: ts(at))
         #expect(r.messages.isEmpty)
-        let d = r.decisions.first { $0.reason.isMessageOutcome }!
-        #expect(d.reason == .suppressedNoConsent && d.rule == "consent:no_profile")
+        // Held for the profile (15 min by default), then decided without one.
+        let held = r.decisions.first { $0.reason.isMessageOutcome }!
+        #expect(held.reason == .deferredAwaitingProfile && held.rule == "consent:awaiting_profile")
+        #expect(held.sendAfter == ts(at).adding(.minutes(15)) && r.nextWakeUp == held.sendAfter)
+        let late = strict.wake(r.state, customerID: "c-1", profile: nil, now: ts(at).adding(.minutes(15)))
+        let d = late.decisions.first { $0.reason.isMessageOutcome }!
+        #expect(d.reason == .suppressedNoConsent && d.rule == "consent:no_profile" && d.detail == "no profile arrived within 15m")
         #expect(d.skipped.map(\.channel) == [.sms, .email])
+        #expect(late.state.deferred.isEmpty && late.nextWakeUp == nil)
         // Configured to allow: sent, and quiet hours use the default zone (Oslo): 22:00 Oslo is deferred.
         let lax = engine([instantJourney("welcome")], rules(allowWithoutProfile: true))
         #expect(lax.process(CustomerState(), customerID: "c-1", profile: nil, touchpoints: [tp("e1", "ping", at)], now: ts(at)).messages.count == 1)
