@@ -21,11 +21,12 @@ struct Waymark: AsyncParsableCommand {
               waymark dlq list
               waymark funnel --from 7d --html funnel.html
               waymark replay --from 7d --rules new-rules/ --dry-run
+              waymark forget customer c-1042
 
             Exit status: 0 ok; 1 not found or not confirmed; 2 usage or configuration error; \
             3 runtime failure (broker or Redis unreachable, …).
             """,
-        subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Replay.self])
+        subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Replay.self, Forget.self])
 
     /// Runs the command, mapping errors to exit codes scripts can rely on (see the discussion above).
     static func main() async {

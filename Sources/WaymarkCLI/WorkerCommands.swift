@@ -74,13 +74,24 @@ struct Worker: AsyncParsableCommand {
     struct Journey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Consume touchpoints, profiles and receipts; run journeys; publish messages and decisions.",
-            discussion: "Examples:\n  waymark worker journey\n  waymark worker journey --with-scheduler --log-level info")
+            discussion: """
+                Examples:
+                  waymark worker journey
+                  waymark worker journey --with-scheduler --log-level info
+                  waymark worker journey --max-event-age-days 0      # accept an archive of any age
+                """)
         @OptionGroup var global: GlobalOptions
         @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
         @Flag(help: "Also run a scheduler in this process.") var withScheduler = false
+        @Option(help: "Dead-letter touchpoints older than this many days as absurd_timestamp (0 = no bound); overrides worker.max_event_age_days.")
+        var maxEventAgeDays: Int?
+
+        func validate() throws {
+            if let days = maxEventAgeDays, !(0...36_500).contains(days) { throw ValidationError("--max-event-age-days must be 0...36500") }
+        }
 
         func run() async throws {
-            let runtime = try WorkerRuntime(global: global, journeys: journeys)
+            let runtime = try WorkerRuntime(global: global, journeys: journeys, maxEventAgeDays: maxEventAgeDays)
             let worker = JourneyWorker(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
             let scheduler = withScheduler ? Scheduler(environment: runtime.environment, client: runtime.client, redis: runtime.redis) : nil
             try await runtime.run(ready: { worker.isReady }, stop: { worker.stop(); scheduler?.stop() }) { group in
@@ -117,11 +128,12 @@ struct WorkerRuntime {
     /// Bootstrapped before any worker exists: metric handles bind to the factory present when created.
     let exporter = PrometheusExporter()
 
-    init(global: GlobalOptions, journeys: String) throws {
+    init(global: GlobalOptions, journeys: String, maxEventAgeDays: Int? = nil) throws {
         global.bootstrapLogging()
         exporter.bootstrap()
         try KafkaLibrary.checkVersion()
-        let settings = try WaymarkSettings.load(path: global.config)
+        var settings = try WaymarkSettings.load(path: global.config)
+        if let maxEventAgeDays { settings.worker.maxEventAgeDays = maxEventAgeDays }
         let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
         logger = Logger(label: "waymark.worker")
         environment = WorkerEnvironment(settings: settings, engine: engine, logger: logger)

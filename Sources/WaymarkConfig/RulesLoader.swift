@@ -50,9 +50,13 @@ public enum RulesLoader {
             }
         }
         if let c = f["consent"] {
-            let cf = try c.fields(allowed: ["allow_without_profile", "transactional_requires_consent"])
+            let cf = try c.fields(allowed: ["allow_without_profile", "transactional_requires_consent", "await_profile"])
             r.consent.allowWithoutProfile = try cf["allow_without_profile"]?.bool() ?? false
             r.consent.transactionalRequiresConsent = try cf["transactional_requires_consent"]?.bool() ?? true
+            if let w = cf["await_profile"] {
+                r.consent.profileWait = try w.duration()
+                if r.consent.profileWait.milliseconds < 0 { throw w.error("must not be negative (0s decides at once)") }
+            }
         }
         if let e = f["default_expiry"] {
             r.defaultExpiry = try e.duration()

@@ -74,6 +74,12 @@ public struct WorkerSettings: Sendable {
     public var maxRecordBytes: Int
     /// `occurred_at` further in the future than this is `absurd_timestamp`.
     public var maxFutureSkewSeconds: Int
+    /// `occurred_at` further in the past than this many days is `absurd_timestamp` (0 = no bound).
+    public var maxEventAgeDays: Int
+    /// A tombstone on `customers` (or `waymark forget customer`) also erases the journey state.
+    public var eraseState: Bool
+    /// … and the sender's claims and parked messages.
+    public var eraseSenderClaims: Bool
     /// `process`: events of customers without a profile update state (sends wait for consent);
     /// `dead_letter`: they go to the dead-letter topic as `unknown_customer`.
     public var unknownCustomer: UnknownCustomerPolicy
@@ -218,7 +224,8 @@ public struct WaymarkSettings: Sendable {
             redis.port = value
         }
         let workerNode = try reader.mapping(root["worker"] ?? Node.mapping(.init([])), "worker", allowed: [
-            "max_batch", "poll_timeout_ms", "max_record_bytes", "max_future_skew_s", "unknown_customer",
+            "max_batch", "poll_timeout_ms", "max_record_bytes", "max_future_skew_s", "max_event_age_days", "unknown_customer",
+            "erase_state", "erase_sender_claims",
             "scheduler_interval_ms", "outbox_grace_ms", "state_ttl_days", "decisions_kept", "metrics_port", "metrics_host",
         ])
         let policyText = try reader.string(workerNode, "unknown_customer", "worker", default: "process")
@@ -230,6 +237,9 @@ public struct WaymarkSettings: Sendable {
             pollTimeoutMilliseconds: try reader.int(workerNode, "poll_timeout_ms", "worker", default: 100, range: 1...60_000),
             maxRecordBytes: try reader.int(workerNode, "max_record_bytes", "worker", default: 65_536, range: 256...10_485_760),
             maxFutureSkewSeconds: try reader.int(workerNode, "max_future_skew_s", "worker", default: 86_400, range: 0...31_536_000),
+            maxEventAgeDays: try reader.int(workerNode, "max_event_age_days", "worker", default: 3_650, range: 0...36_500),
+            eraseState: try reader.bool(workerNode, "erase_state", "worker", default: true),
+            eraseSenderClaims: try reader.bool(workerNode, "erase_sender_claims", "worker", default: true),
             unknownCustomer: policy,
             schedulerIntervalMilliseconds: try reader.int(workerNode, "scheduler_interval_ms", "worker", default: 250, range: 10...60_000),
             outboxGraceMilliseconds: try reader.int(workerNode, "outbox_grace_ms", "worker", default: 5_000, range: 100...3_600_000),

@@ -16,6 +16,21 @@ public enum RejectionReason: String, Sendable, Hashable, CaseIterable {
     case absurdTimestamp = "absurd_timestamp"
     case keyMismatch = "key_mismatch"
     case unknownCustomer = "unknown_customer"
+    /// An object names the same key twice (which one counts would be a guess).
+    case duplicateKey = "duplicate_key"
+    /// A number that is valid JSON but not representable (e.g. `1e400`).
+    case numberOutOfRange = "number_out_of_range"
+    /// An id (`event_id`, `customer_id`, `type`) that is blank, has control characters or
+    /// surrounding white space, or is longer than 256 bytes.
+    case invalidID = "invalid_id"
+    /// A profile `timezone` that is not an IANA time-zone name known to this system.
+    case invalidTimezone = "invalid_timezone"
+    /// A profile contact that is not an address for its channel (E.164 phone number, e-mail address, push token).
+    case invalidContact = "invalid_contact"
+    /// A profile `locale` that is not a BCP 47 language tag.
+    case invalidLocale = "invalid_locale"
+    /// A channel name Waymark does not know in a profile's `contacts`, `consent` or `preferred_channels`.
+    case unknownChannel = "unknown_channel"
     /// A message every allowed channel's provider refused (sender side).
     case deliveryFailed = "delivery_failed"
 }
@@ -42,7 +57,7 @@ struct JSONReader {
 
     init(_ bytes: UnsafeRawBufferPointer) { base = bytes }
 
-    enum Failure: Error { case syntax(Int), utf8(Int), depth(Int) }
+    enum Failure: Error { case syntax(Int), utf8(Int), depth(Int), duplicateKey(Int), numberRange(Int) }
 
     var atEnd: Bool { index >= base.count }
 
@@ -101,9 +116,20 @@ struct JSONReader {
         depth += 1
         guard depth <= Self.maxDepth else { throw .depth(index) }
         if peek() == UInt8(ascii: "}") { index += 1; depth -= 1; return }
+        // Duplicate keys are rejected: a linear scan for the usual handful, a set past that.
+        var seen: [String] = []
+        var seenSet: Set<String> = []
         while true {
             guard peek() == UInt8(ascii: "\"") else { throw .syntax(index) }
+            let keyAt = index
             let key = try string()
+            if seen.count < 16 {
+                if seen.contains(key) { throw .duplicateKey(keyAt) }
+                seen.append(key)
+                if seen.count == 16 { seenSet = Set(seen) }
+            } else if !seenSet.insert(key).inserted {
+                throw .duplicateKey(keyAt)
+            }
             try expect(UInt8(ascii: ":"))
             try body(&self, key)
             guard let next = peek() else { throw .syntax(index) }
@@ -227,7 +253,8 @@ struct JSONReader {
         let negative = base[start] == UInt8(ascii: "-")
         if simple { return negative ? -Double(integer) : Double(integer) }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: base[start..<index]), as: UTF8.self)
-        guard let value = Double(text), value.isFinite else { throw .syntax(start) }
+        guard let value = Double(text) else { throw .syntax(start) }
+        guard value.isFinite else { throw .numberRange(start) }
         return value
     }
 }

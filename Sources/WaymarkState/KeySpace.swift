@@ -47,6 +47,14 @@ public struct KeySpace: Sendable, Hashable {
     public func due(shard: Int) -> String { "\(prefix):\(tag(shard)):due" }
     /// Sorted set: customer → time (ms) its oldest unacknowledged outbox entry was written.
     public func pendingOutbox(shard: Int) -> String { "\(prefix):\(tag(shard)):obx" }
+    /// Hash of input partition (`topic/partition`) → `<event-time ms>:<reported wall ms>`: how far
+    /// journey workers have read partitions that are behind (absent when caught up). One key for the
+    /// deployment; schedulers hold back timers due after the lowest fresh entry.
+    public var watermarks: String { "\(prefix):wmk" }
+    /// Sorted set of message ids parked by senders (send-time quiet hours, retry backoff), by due time (ms).
+    public func delayed(shard: Int) -> String { "\(prefix):\(tag(shard)):dly" }
+    /// Hash of parked message id → `attempt\ntopic\nmessage JSON`.
+    public func delayedMessages(shard: Int) -> String { "\(prefix):\(tag(shard)):dlm" }
     /// Hash of sender dedup marks for messages of this shard's customers: message id → status.
     public func sent(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):sent:\(customer)" }
 }

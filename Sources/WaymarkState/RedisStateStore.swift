@@ -169,17 +169,103 @@ public final class RedisStateStore: Sendable {
         }
     }
 
-    /// Stores profiles (latest per partition offset wins). Returns which were stored (not stale).
-    public func putProfiles(_ profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)]) async throws -> [Bool] {
-        if profiles.isEmpty { return [] }
-        let commands = profiles.map { p in
-            RedisCommand.evalsha(StateScripts.putProfile, keys: [keys.profile(p.customer)],
-                                 arguments: [p.profile, Int(p.partition), Int(p.offset)])
+    /// What an erasure removes besides the profile (contacts, consent, attributes), which always goes.
+    public struct ErasureScope: Sendable, Hashable {
+        /// Journey state, unpublished outbox, recent decisions and scheduler index entries.
+        public var state: Bool
+        /// Sender claims (message ids sent) and messages parked by senders for later.
+        public var senderClaims: Bool
+        public init(state: Bool = true, senderClaims: Bool = true) { self.state = state; self.senderClaims = senderClaims }
+    }
+
+    /// A change read from the `customers` topic.
+    public enum ProfileChange: Sendable {
+        /// Store this profile (JSON) unless a later record of the same partition is already stored.
+        case put(profile: [UInt8], partition: Int32, offset: Int64)
+        /// A tombstone at this position: erase.
+        case erase(partition: Int32, offset: Int64)
+    }
+
+    /// Applies profile changes in order, in one round trip. Returns, per change, whether a profile
+    /// was stored (`false` for a stale one) or an erasure ran (`true`).
+    public func applyProfileChanges(_ changes: [(customer: String, change: ProfileChange)], erasing scope: ErasureScope) async throws -> [Bool] {
+        if changes.isEmpty { return [] }
+        let commands = changes.map { item -> RedisCommand in
+            switch item.change {
+            case .put(let profile, let partition, let offset):
+                return RedisCommand.evalsha(StateScripts.putProfile,
+                                            keys: [keys.profile(item.customer), keys.due(shard: keys.shard(of: item.customer))],
+                                            arguments: [profile, Int(partition), Int(offset), item.customer])
+            case .erase(let partition, let offset):
+                return eraseCommand(item.customer, origin: "\(partition):\(offset)", scope: scope)
+            }
         }
-        return try await connection.pipeline(commands).map { reply in
-            if let message = reply.errorMessage { throw StateStoreError(message: "put profile: \(message)") }
+        return try zip(changes, await connection.pipeline(commands)).map { item, reply in
+            if let message = reply.errorMessage { throw StateStoreError(message: "profile change: \(message)") }
+            if case .erase = item.change { return true }
             return reply.integer == 1
         }
+    }
+
+    /// Erases a customer now (`waymark forget customer`). Returns the number of keys and entries removed.
+    @discardableResult
+    public func erase(_ customer: String, scope: ErasureScope) async throws -> Int {
+        let reply = try await connection.send(eraseCommand(customer, origin: "", scope: scope))
+        if let message = reply.errorMessage { throw StateStoreError(message: "erase: \(message)") }
+        return Int(reply.integer ?? 0)
+    }
+
+    private func eraseCommand(_ customer: String, origin: String, scope: ErasureScope) -> RedisCommand {
+        let shard = keys.shard(of: customer)
+        return RedisCommand.evalsha(StateScripts.erase, keys: [
+            keys.profile(customer), keys.state(customer), keys.outbox(customer), keys.decisions(customer), keys.sent(customer),
+            keys.due(shard: shard), keys.pendingOutbox(shard: shard), keys.delayed(shard: shard), keys.delayedMessages(shard: shard),
+        ], arguments: [customer, origin, scope.state ? "1" : "0", scope.senderClaims ? "1" : "0", 86_400])
+    }
+
+    /// Stores profiles (latest per partition offset wins). Returns which were stored (not stale).
+    public func putProfiles(_ profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)]) async throws -> [Bool] {
+        try await applyProfileChanges(profiles.map { ($0.customer, .put(profile: $0.profile, partition: $0.partition, offset: $0.offset)) },
+                                      erasing: ErasureScope())
+    }
+
+    /// Records how far input partitions have been read: `eventTime` for one that is behind, `nil` for
+    /// one read to its end. `wallNow` (ms) dates the entries, so a worker that died does not hold
+    /// timers back for ever (see ``eventTimeGate(now:wallNow:staleAfterMs:)``).
+    public func reportWatermarks(_ partitions: [(partition: String, eventTime: Int64?)], wallNow: Int64) async throws {
+        var set = RedisCommand("HSET", keys.watermarks)
+        var removed = RedisCommand("HDEL", keys.watermarks)
+        var sets = 0, removes = 0
+        for p in partitions {
+            if let t = p.eventTime { set.append(p.partition); set.append("\(t):\(wallNow)"); sets += 1 }
+            else { removed.append(p.partition); removes += 1 }
+        }
+        var commands: [RedisCommand] = []
+        if sets > 0 { commands.append(set) }
+        if removes > 0 { commands.append(removed) }
+        if commands.isEmpty { return }
+        for reply in try await connection.pipeline(commands) {
+            if let message = reply.errorMessage { throw StateStoreError(message: "report watermarks: \(message)") }
+        }
+    }
+
+    /// The event time up to which timers may fire: `now`, or the lowest watermark of a partition that
+    /// is behind, reported within the last `staleAfterMs` of wall-clock time (older reports belong to
+    /// workers that stopped; the partition's next owner reports again).
+    /// Times are ms since the epoch.
+    public func eventTimeGate(now: Int64, wallNow: Int64, staleAfterMs: Int64) async throws -> Int64 {
+        let reply = try await connection.send(RedisCommand("HGETALL", keys.watermarks))
+        if let message = reply.errorMessage { throw StateStoreError(message: "watermarks: \(message)") }
+        var gate = now
+        let items = reply.array ?? []
+        var index = 1
+        while index < items.count {
+            defer { index += 2 }
+            guard let value = items[index].string, let sep = value.firstIndex(of: ":"),
+                  let eventTime = Int64(value[..<sep]), let reported = Int64(value[value.index(after: sep)...]) else { continue }
+            if wallNow - reported <= staleAfterMs { gate = min(gate, eventTime) }
+        }
+        return gate
     }
 
     /// Customers whose next wake-up is at or before `now`, up to `limit` per shard, in one round trip.

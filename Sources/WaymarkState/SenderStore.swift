@@ -120,13 +120,6 @@ public struct SenderStore: Sendable {
     }
 }
 
-extension KeySpace {
-    /// Sorted set of parked message ids by due time (ms).
-    public func delayed(shard: Int) -> String { "\(prefix):\(tag(shard)):dly" }
-    /// Hash of parked message id → `attempt\ntopic\nmessage JSON`.
-    public func delayedMessages(shard: Int) -> String { "\(prefix):\(tag(shard)):dlm" }
-}
-
 enum SenderScripts {
     /// KEYS: sent hash. ARGV: message id, channel, stale after ms, retention s.
     /// Claim values are `inflight:<channel>:<ms>` or `done:<channel>`.

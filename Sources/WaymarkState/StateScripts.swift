@@ -53,8 +53,11 @@ enum StateScripts {
         """)
 
     /// Stores a profile unless a newer one from the same partition is already stored (a worker that
-    /// lost its partition in a rebalance must not overwrite its successor's write).
-    /// KEYS: profile. ARGV: profile bytes, partition, offset. Returns 1 if stored, 0 if stale.
+    /// lost its partition in a rebalance must not overwrite its successor's write), and moves the
+    /// customer to the front of the due index if it has a wake-up pending: a send may be waiting
+    /// for exactly this profile (`ZADD XX LT`: customers without one are not added).
+    /// KEYS: profile, due index. ARGV: profile bytes, partition, offset, customer id.
+    /// Returns 1 if stored, 0 if stale.
     static let putProfile = RedisScript(name: "waymark.profile", source: """
         local origin = redis.call('HGET', KEYS[1], 'o')
         if origin then
@@ -64,8 +67,41 @@ enum StateScripts {
             if partition == ARGV[2] and offset >= tonumber(ARGV[3]) then return 0 end
         end
         redis.call('HSET', KEYS[1], 'p', ARGV[1], 'o', ARGV[2] .. ':' .. ARGV[3])
+        redis.call('ZADD', KEYS[2], 'XX', 'LT', 0, ARGV[4])
         return 1
         """)
 
-    static let all = [commit, ack, putProfile]
+    /// Erases what Waymark stores about a customer (right to erasure): the profile always; the
+    /// journey state, unpublished outbox, recent decisions and scheduler entries if asked; the sender's
+    /// claims and parked (delayed) messages if asked. A tombstone from Kafka leaves only the
+    /// `partition:offset` it came from in the profile key (for a day), so a worker that lost the
+    /// partition cannot write an older profile back.
+    /// KEYS: profile, state, outbox, decisions, sender claims, due index, pending-outbox index,
+    /// delayed index, delayed messages. ARGV: customer id, origin ('' for none), erase state ('1'/'0'),
+    /// erase sender claims ('1'/'0'), origin TTL seconds. Returns the number of keys and entries removed.
+    static let erase = RedisScript(name: "waymark.erase", source: """
+        local removed = redis.call('DEL', KEYS[1])
+        if ARGV[2] ~= '' then
+            redis.call('HSET', KEYS[1], 'o', ARGV[2])
+            redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+        end
+        if ARGV[3] == '1' then
+            removed = removed + redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+            removed = removed + redis.call('ZREM', KEYS[6], ARGV[1]) + redis.call('ZREM', KEYS[7], ARGV[1])
+        end
+        if ARGV[4] == '1' then
+            removed = removed + redis.call('DEL', KEYS[5])
+            local parked = redis.call('HGETALL', KEYS[9])
+            for i = 1, #parked, 2 do
+                local body = string.match(parked[i + 1], '^[^\\n]*\\n[^\\n]*\\n(.*)$') or ''
+                local ok, message = pcall(cjson.decode, body)
+                if ok and type(message) == 'table' and message.customer_id == ARGV[1] then
+                    removed = removed + redis.call('HDEL', KEYS[9], parked[i]) + redis.call('ZREM', KEYS[8], parked[i])
+                end
+            end
+        end
+        return removed
+        """)
+
+    static let all = [commit, ack, putProfile, erase]
 }

@@ -13,6 +13,8 @@ public struct BatchOutput: Sendable {
     public var outbox: [(customer: String, entries: [String], records: [OutboxRecord])] = []
     /// Dead-letter records (not in Redis: published before the input offsets are committed).
     public var deadLetters: [KafkaProducerRecord] = []
+    /// Latest `occurred_at` (ms) read per input partition in this batch, for event-time watermarks.
+    public var eventTimes: [KafkaTopicPartition: Int64] = [:]
     public var stats = BatchStats()
 }
 
@@ -20,6 +22,8 @@ public struct BatchOutput: Sendable {
 public struct BatchStats: Sendable {
     public var touchpoints = 0
     public var profiles = 0
+    /// Customers erased by a tombstone on the customers topic.
+    public var erasures = 0
     public var staleProfiles = 0
     public var customers = 0
     public var deadLettered: [RejectionReason: Int] = [:]
@@ -37,6 +41,7 @@ public struct BatchStats: Sendable {
     mutating func add(_ other: BatchStats) {
         touchpoints += other.touchpoints
         profiles += other.profiles
+        erasures += other.erasures
         staleProfiles += other.staleProfiles
         customers += other.customers
         duplicates += other.duplicates
@@ -66,18 +71,27 @@ public struct JourneyBatchProcessor: Sendable {
     var kafka: KafkaSettings { environment.settings.kafka }
 
     /// Processes `records` (any mix of touchpoints, deliveries and profiles) at `now`.
-    public func process(_ records: [KafkaConsumerRecord], now: Timestamp) async throws -> BatchOutput {
+    ///
+    /// - Parameter lagging: Input partitions this batch did not read to their end, with the latest
+    ///   event time read from them before this batch (if any). A customer whose records come from a
+    ///   lagging partition gets that partition's event-time watermark: timers due after it wait, as
+    ///   events before their due time may still be unread. Other customers fire timers up to `now`.
+    public func process(_ records: [KafkaConsumerRecord], now: Timestamp,
+                        lagging: [KafkaTopicPartition: Int64?] = [:]) async throws -> BatchOutput {
         var output = BatchOutput()
-        var profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)] = []
+        var profileChanges: [(customer: String, change: RedisStateStore.ProfileChange)] = []
+        var customerPartitions: [String: [KafkaTopicPartition]] = [:]
         var events: [String: [Touchpoint]] = [:]
         var eventRecords: [String: [KafkaConsumerRecord]] = [:]  // for dead-lettering unknown customers
         var order: [String] = []
         let parser = environment.parser
         for record in records {
             if record.topic == kafka.customers.name {
-                switch parser.profile(key: record.key, value: record.value) {
-                case .success(let profile):
-                    profiles.append((profile.customerID, Array(record.value!), record.partition, record.offset))
+                switch parser.profileUpdate(key: record.key, value: record.value) {
+                case .success(.profile(let profile)):
+                    profileChanges.append((profile.customerID, .put(profile: Array(record.value!), partition: record.partition, offset: record.offset)))
+                case .success(.erase(let customer)):
+                    profileChanges.append((customer, .erase(partition: record.partition, offset: record.offset)))
                 case .failure(let rejection):
                     deadLetter(record, rejection, now: now, into: &output)
                 }
@@ -86,6 +100,11 @@ public struct JourneyBatchProcessor: Sendable {
                 case .success(let touchpoint):
                     if events[touchpoint.customerID] == nil { order.append(touchpoint.customerID) }
                     events[touchpoint.customerID, default: []].append(touchpoint)
+                    let partition = record.topicPartition
+                    output.eventTimes[partition] = max(output.eventTimes[partition] ?? .min, touchpoint.occurredAt.milliseconds)
+                    if lagging.keys.contains(partition), customerPartitions[touchpoint.customerID]?.contains(partition) != true {
+                        customerPartitions[touchpoint.customerID, default: []].append(partition)
+                    }
                     if environment.settings.worker.unknownCustomer == .deadLetter {
                         eventRecords[touchpoint.customerID, default: []].append(record)
                     }
@@ -95,11 +114,19 @@ public struct JourneyBatchProcessor: Sendable {
                 }
             }
         }
-        // Profiles first, so events in the same batch see them.
-        if !profiles.isEmpty {
-            let stored = try await store.putProfiles(profiles)
-            output.stats.profiles = stored.filter { $0 }.count
-            output.stats.staleProfiles = stored.count - output.stats.profiles
+        // Profiles and erasures first, in topic order, so events in the same batch see them (topics
+        // are not ordered against each other: an event read after an erasure starts an unknown customer).
+        if !profileChanges.isEmpty {
+            let applied = try await store.applyProfileChanges(profileChanges, erasing: environment.erasureScope)
+            for (item, done) in zip(profileChanges, applied) {
+                switch item.change {
+                case .put: if done { output.stats.profiles += 1 } else { output.stats.staleProfiles += 1 }
+                case .erase: output.stats.erasures += 1
+                }
+            }
+            if output.stats.erasures > 0 {
+                environment.logger.notice("customers erased by tombstones", metadata: ["erasure.count": "\(output.stats.erasures)"])
+            }
         }
         output.stats.customers = order.count
 
@@ -137,8 +164,15 @@ public struct JourneyBatchProcessor: Sendable {
                     }
                     continue
                 }
+                // The customer's watermark: the latest event time read from its lagging partitions.
+                var watermark: Timestamp? = nil
+                for partition in customerPartitions[customer] ?? [] {
+                    let read = max((lagging[partition] ?? nil) ?? .min, output.eventTimes[partition] ?? .min)
+                    watermark = min(watermark ?? Timestamp(milliseconds: read), Timestamp(milliseconds: read))
+                }
                 let result = environment.engine.process(state, customerID: customer, profile: profile,
-                                                        touchpoints: events[customer] ?? [], now: now, timing: .live)
+                                                        touchpoints: events[customer] ?? [], now: now, timing: .live,
+                                                        watermark: watermark)
                 writes.append(write(for: customer, version: stored.version, result: result))
                 results.append((customer, result))
             }
@@ -168,8 +202,10 @@ public struct JourneyBatchProcessor: Sendable {
         return output
     }
 
-    /// Fires due timers and deferred releases for `customers` (a scheduler tick).
-    public func wake(_ customers: [String], now: Timestamp) async throws -> BatchOutput {
+    /// Fires due timers and deferred releases for `customers` (a scheduler tick). `watermark`: the
+    /// event time every touchpoint partition has been read up to, when some are behind (see
+    /// ``RedisStateStore/eventTimeGate(now:wallNow:staleAfterMs:)``); `nil` when all are caught up.
+    public func wake(_ customers: [String], now: Timestamp, watermark: Timestamp? = nil) async throws -> BatchOutput {
         var output = BatchOutput()
         var pending = customers
         var attempt = 0
@@ -181,7 +217,8 @@ public struct JourneyBatchProcessor: Sendable {
             for stored in loaded {
                 guard let bytes = stored.state, let state = try? CustomerState(decoding: bytes) else { continue }
                 let profile = profileCache.profile(stored.customer, bytes: stored.profile)
-                let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live)
+                let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live,
+                                                     watermark: watermark)
                 writes.append(write(for: stored.customer, version: stored.version, result: result))
                 results.append((stored.customer, result))
             }

@@ -74,6 +74,7 @@ public final class JourneyWorker: Sendable {
         // polled and processed. Processing stays sequential (N+1 reads the state N committed), offset
         // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
         let fence = Fence(connection: connection, prefix: environment.keys.prefix)
+        var eventTimeRead: [KafkaTopicPartition: Int64] = [:]
         while !stopping.withLock({ $0 }) {
             var polled = try await consumer.poll(maxRecords: settings.worker.maxBatch,
                                                  timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
@@ -93,7 +94,17 @@ public final class JourneyWorker: Sendable {
             let batch = polled
             let started = ContinuousClock.now
             let now = environment.clock()
-            let output = try await publisher.retrying("process batch") { try await processor.process(batch, now: now) }
+            let lagging = Self.laggingPartitions(consumer, batch, eventTimeRead: eventTimeRead, customersTopic: settings.kafka.customers.name)
+            let output = try await publisher.retrying("process batch") {
+                try await processor.process(batch, now: now, lagging: lagging)
+            }
+            for (partition, time) in output.eventTimes { eventTimeRead[partition] = max(eventTimeRead[partition] ?? .min, time) }
+            // Schedulers hold back timers due after what the lagging partitions have been read up to.
+            let report = Self.nextOffsets(batch).filter { $0.topic != settings.kafka.customers.name }.map { next in
+                (partition: "\(next.topic)/\(next.partition)",
+                 eventTime: lagging.keys.contains(next.topicPartition) ? eventTimeRead[next.topicPartition] : nil)
+            }
+            try await publisher.retrying("report watermarks") { try await store.reportWatermarks(report, wallNow: WallClock.now().milliseconds) }
             let processed = ContinuousClock.now
             await inFlight.finish()
             let waited = ContinuousClock.now
@@ -139,6 +150,19 @@ public final class JourneyWorker: Sendable {
                 try? await Task.sleep(for: .milliseconds(100 * attempt))
             }
         }
+    }
+
+    /// Input partitions (not profiles) that `batch` did not read to their end, judged by the high
+    /// watermarks of fetch responses, with the latest event time read from each before this batch.
+    static func laggingPartitions(_ consumer: KafkaConsumer, _ batch: [KafkaConsumerRecord],
+                                  eventTimeRead: [KafkaTopicPartition: Int64], customersTopic: String) -> [KafkaTopicPartition: Int64?] {
+        var lagging: [KafkaTopicPartition: Int64?] = [:]
+        for next in nextOffsets(batch) where next.topic != customersTopic {
+            if let marks = consumer.cachedWatermarks(next.topicPartition), marks.high > next.offset {
+                lagging[next.topicPartition] = eventTimeRead[next.topicPartition]
+            }
+        }
+        return lagging
     }
 
     /// Records behind the end of the partitions `batch` came from (high watermarks from fetch responses).

@@ -70,6 +70,10 @@ public final class Scheduler: Sendable {
         await connection.close()
     }
 
+    /// A lagging partition's watermark older than this (wall clock) belongs to a worker that stopped
+    /// reporting; it no longer holds timers back (the partition's next owner reports afresh).
+    static let watermarkStaleMs: Int64 = 30_000
+
     /// The `customer_id` of a message document, as its Kafka key.
     static func customerKey(_ message: [UInt8]) -> [UInt8] {
         let needle = Array("\"customer_id\":\"".utf8)
@@ -81,11 +85,15 @@ public final class Scheduler: Sendable {
     /// One pass: release everything due now; every few ticks, recover orphaned outbox entries.
     public func tick(store: RedisStateStore, processor: JourneyBatchProcessor, publisher: OutboxPublisher, recover: Bool) async throws {
         let now = environment.clock()
-        let due = try await store.dueCustomers(now: now.milliseconds, limitPerShard: 500)
+        // While journey workers are behind, timers due after what they have read wait: the event
+        // that makes a timer irrelevant (a purchase) may still be in the backlog.
+        let gate = Timestamp(milliseconds: try await store.eventTimeGate(
+            now: now.milliseconds, wallNow: WallClock.now().milliseconds, staleAfterMs: Self.watermarkStaleMs))
+        let due = try await store.dueCustomers(now: gate.milliseconds, limitPerShard: 500)
         var released = 0
         for chunk in stride(from: 0, to: due.count, by: 2_000) {
             let customers = due[chunk..<min(chunk + 2_000, due.count)].map(\.customer)
-            let output = try await processor.wake(customers, now: now)
+            let output = try await processor.wake(customers, now: now, watermark: gate < now ? gate : nil)
             try await publisher.publish(output)
             released += output.stats.messages
         }

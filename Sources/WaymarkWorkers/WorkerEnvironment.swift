@@ -26,9 +26,16 @@ public struct WorkerEnvironment: Sendable {
         self.keys = KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards)
         self.parser = RecordParser(limits: IngestLimits(
             maxBytes: settings.worker.maxRecordBytes,
-            maxFutureSkew: .seconds(Int64(settings.worker.maxFutureSkewSeconds))))
+            maxFutureSkew: .seconds(Int64(settings.worker.maxFutureSkewSeconds)),
+            maxAge: .days(Int64(settings.worker.maxEventAgeDays)),
+            maxAgeSetting: "worker.max_event_age_days, or --max-event-age-days of `waymark worker journey`, now \(settings.worker.maxEventAgeDays)"))
         self.clock = clock
         self.logger = logger
+    }
+
+    /// What erasure (a tombstone, `waymark forget customer`) removes besides the profile.
+    public var erasureScope: RedisStateStore.ErasureScope {
+        .init(state: settings.worker.eraseState, senderClaims: settings.worker.eraseSenderClaims)
     }
 
     /// A state store on `connection` with this environment's key space and retention.

@@ -38,10 +38,10 @@ struct RecordParserTests {
 
     @Test("optional fields may be absent; unknown fields are ignored; escapes decode")
     func optionalAndUnknown() throws {
-        let t = try parse(#"{"event_id":"e\u00e9\n","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z","extra":{"deep":[true]}}"#).get()
-        #expect(t.eventID == "eé\n")
+        let t = try parse(#"{"event_id":"e\u00e9","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z","extra":{"deep":[true]},"attributes":{"note":"a\nb\/"}}"#).get()
+        #expect(t.eventID == "eé")
+        #expect(t.attributes["note"] == .string("a\nb/"))
         #expect(t.source == nil)
-        #expect(t.attributes.isEmpty)
     }
 
     @Test("bad input gets the right dead-letter reason", arguments: [
@@ -61,6 +61,20 @@ struct RecordParserTests {
         (#"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2027-06-01T00:00:00Z"}"#, .absurdTimestamp),
         (#"{"event_id":"e","customer_id":"c-7","type":"x","occurred_at":"2026-11-20T18:04:05Z"}"#, .keyMismatch),
         (#"{"event_id":"e\ud800","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z"}"#, .invalidUTF8),
+        // Duplicate keys (which one would count is a guess), at the top level and inside attributes.
+        (#"{"event_id":"e","customer_id":"c-42","type":"x","type":"y","occurred_at":"2026-11-20T18:04:05Z"}"#, .duplicateKey),
+        (#"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z","attributes":{"v":1,"v":2}}"#, .duplicateKey),
+        // Valid JSON numbers a double cannot hold are not syntax errors.
+        (#"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z","attributes":{"v":1e400}}"#, .numberOutOfRange),
+        (#"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z","attributes":{"v":-1e400}}"#, .numberOutOfRange),
+        // Ids that cannot key state or be typed by an operator.
+        (#"{"event_id":"   ","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z"}"#, .invalidID),
+        (#"{"event_id":"e\u0000","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z"}"#, .invalidID),
+        (#"{"event_id":"e","customer_id":"c-42","type":"x\u001b[2J","occurred_at":"2026-11-20T18:04:05Z"}"#, .invalidID),
+        (#"{"event_id":" e","customer_id":"c-42","type":"x","occurred_at":"2026-11-20T18:04:05Z"}"#, .invalidID),
+        ("{\"event_id\":\"\(String(repeating: "e", count: 10_000))\",\"customer_id\":\"c-42\",\"type\":\"x\",\"occurred_at\":\"2026-11-20T18:04:05Z\"}", .invalidID),
+        // More than ten years old (the default bound; worker.max_event_age_days or --max-event-age-days change it).
+        (#"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2015-01-01T00:00:00Z"}"#, .absurdTimestamp),
     ])
     func rejections(json: String, expected: RejectionReason) {
         #expect(reason(parse(json)) == expected)
@@ -125,16 +139,62 @@ struct RecordParserTests {
         }
     }
 
-    @Test("profiles: wrong types are rejected; unknown channels are ignored")
+    @Test("profiles: wrong types are rejected; duplicate channels in preferences collapse")
     func profiles() throws {
         func profile(_ json: String) -> Result<CustomerProfile, Rejection> {
             parser.profile(key: ArraySlice("c-42".utf8), value: ArraySlice(Array(json.utf8)))
         }
-        let ok = try profile(#"{"customer_id":"c-42","timezone":"Europe/Oslo","contacts":{"sms":"+47","pigeon":"coo"},"consent":{"sms":true},"preferred_channels":["pigeon","sms","sms"]}"#).get()
-        #expect(ok.contacts == [.sms: "+47"])
-        #expect(ok.preferredChannels == [.sms])
+        let ok = try profile(#"{"customer_id":"c-42","timezone":"Europe/Oslo","contacts":{"sms":"+4790000000","email":"a@example.com","push":"fcm:abc-123"},"consent":{"sms":true},"preferred_channels":["sms","sms","email"]}"#).get()
+        #expect(ok.contacts == [.sms: "+4790000000", .email: "a@example.com", .push: "fcm:abc-123"])
+        #expect(ok.preferredChannels == [.sms, .email])
         if case .failure(let r) = profile(#"{"customer_id":"c-42","consent":{"sms":"yes"}}"#) { #expect(r.reason == .wrongType) } else { Issue.record("accepted") }
         if case .failure(let r) = profile(#"{"customer_id":"c-9"}"#) { #expect(r.reason == .keyMismatch) } else { Issue.record("accepted") }
         if case .failure(let r) = profile(#"{"timezone":"UTC"}"#) { #expect(r.reason == .missingField) } else { Issue.record("accepted") }
+    }
+
+    @Test("profiles: every field is checked; a bad one rejects the profile with a reason naming the field", arguments: [
+        (#"{"customer_id":"c-42","timezone":"Mars/Olympus"}"#, RejectionReason.invalidTimezone),
+        (#"{"customer_id":"c-42","timezone":"Europe/Oslo","locale":"not a locale"}"#, .invalidLocale),
+        (#"{"customer_id":"c-42","contacts":{"sms":"not-a-phone"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"sms":"+47"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"whatsapp":"004790000000"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"email":"nope"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"email":"a b@example.com"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"push":"has space"}}"#, .invalidContact),
+        (#"{"customer_id":"c-42","contacts":{"carrier_pigeon":"coo"}}"#, .unknownChannel),
+        (#"{"customer_id":"c-42","consent":{"carrier_pigeon":true}}"#, .unknownChannel),
+        (#"{"customer_id":"c-42","preferred_channels":["carrier_pigeon"]}"#, .unknownChannel),
+        (#"{"customer_id":"c-42","customer_id":"c-42"}"#, .duplicateKey),
+        (#"{"customer_id":"c-42","attributes":{"score":1e999}}"#, .numberOutOfRange),
+    ])
+    func strictProfiles(json: String, expected: RejectionReason) {
+        let result = parser.profile(key: ArraySlice("c-42".utf8), value: ArraySlice(Array(json.utf8)))
+        guard case .failure(let rejection) = result else { Issue.record("accepted \(json)"); return }
+        #expect(rejection.reason == expected)
+        // The reason never quotes the value (it may be personal data).
+        for secret in ["not-a-phone", "nope", "carrier_pigeon", "Mars", "has space", "004790000000"] {
+            #expect(!rejection.detail.contains(secret))
+        }
+    }
+
+    @Test("profile ids follow the id rules; a tombstone (null value) is an erasure")
+    func tombstonesAndProfileIDs() throws {
+        func update(_ key: String?, _ json: String?) -> Result<ProfileUpdate, Rejection> {
+            parser.profileUpdate(key: key.map { ArraySlice(Array($0.utf8)) }, value: json.map { ArraySlice(Array($0.utf8)) })
+        }
+        #expect(try update("c-42", nil).get() == .erase(customerID: "c-42"))
+        #expect(try update("c-42", #"{"customer_id":"c-42"}"#).get() == .profile(CustomerProfile(customerID: "c-42")))
+        if case .failure(let r) = update(nil, nil) { #expect(r.reason == .nullKey) } else { Issue.record("accepted") }
+        if case .failure(let r) = update("  ", nil) { #expect(r.reason == .invalidID) } else { Issue.record("accepted") }
+        if case .failure(let r) = update("c\u{0}1", #"{"customer_id":"c\u00001"}"#) { #expect(r.reason == .invalidID) } else { Issue.record("accepted") }
+    }
+
+    @Test("the age bound is configurable and named in the rejection")
+    func ageBound() throws {
+        let old = #"{"event_id":"e","customer_id":"c-42","type":"x","occurred_at":"2012-03-04T05:06:07Z"}"#
+        guard case .failure(let r) = parse(old) else { Issue.record("accepted"); return }
+        #expect(r.reason == .absurdTimestamp && r.detail.contains("worker.max_event_age_days"))
+        let archive = RecordParser(limits: IngestLimits(maxAge: .zero))
+        #expect((try? archive.touchpoint(key: ArraySlice("c-42".utf8), value: ArraySlice(Array(old.utf8)), now: now).get()) != nil)
     }
 }
