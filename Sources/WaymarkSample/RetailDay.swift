@@ -40,6 +40,8 @@ public struct RetailDay: Sendable {
     public var dayStart: Int64
     /// Share of customers that never get a profile.
     public var unknownCustomerShare: Double = 0.04
+    /// Prefix of event, cart, order and case ids, so several generated days can form one history.
+    public var idPrefix = ""
 
     public static let timezones = [
         "Europe/Oslo", "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles",
@@ -73,7 +75,7 @@ public struct RetailDay: Sendable {
                                         locale: Self.locales[zoneIndex], rng: &rng))
             }
             let persona = Self.personas[Int(rng.next() % UInt64(Self.personas.count))]
-            var emitter = Emitter(customer: id, zone: zone, rng: rng, seq: eventSeq, dayStart: dayStart)
+            var emitter = Emitter(customer: id, zone: zone, rng: rng, seq: eventSeq, dayStart: dayStart, idPrefix: idPrefix)
             emitter.day(persona: persona)
             rng = emitter.rng
             eventSeq = emitter.seq
@@ -123,7 +125,10 @@ private struct Emitter {
     var records: [SampleRecord] = []
     var cartSeq = 0
 
-    init(customer: String, zone: TimeZone, rng: SeededRandom, seq: Int, dayStart: Int64) {
+    let idPrefix: String
+
+    init(customer: String, zone: TimeZone, rng: SeededRandom, seq: Int, dayStart: Int64, idPrefix: String) {
+        self.idPrefix = idPrefix
         self.customer = customer
         self.zone = zone
         self.rng = rng
@@ -149,7 +154,7 @@ private struct Emitter {
         }
         if chance(6) {
             var t = dayStart + minutes(420...1200)
-            let caseID = "s-\(customer.dropFirst(2))-\(seq)"
+            let caseID = "\(idPrefix)s-\(customer.dropFirst(2))-\(seq)"
             emit("support_case_opened", at: t, source: "crm", attrs: [("case_id", .s(caseID)), ("topic", .s(pick(["delivery", "refund", "sizing"])))])
             if chance(70) {
                 t += minutes(30...600)
@@ -180,7 +185,7 @@ private struct Emitter {
         let addsToCart = persona == "window_shopper" ? chance(15) : chance(45)
         guard addsToCart else { return }
         cartSeq += 1
-        let cart = "k-\(customer.dropFirst(2))-\(cartSeq)"
+        let cart = "\(idPrefix)k-\(customer.dropFirst(2))-\(cartSeq)"
         let cents = 1_990 + Int(rng.next() % 25_000)
         t += minutes(1...5)
         emit("cart_add", at: t, source: "web", attrs: [("cart_id", .s(cart)), ("product_id", .s(viewed.last!)), ("value", .money(cents)), ("currency", .s("EUR"))])
@@ -201,7 +206,7 @@ private struct Emitter {
 
     mutating func purchase(at t: inout Int64, cart: String, cents: Int) {
         t += minutes(1...4)
-        let order = "o-\(customer.dropFirst(2))-\(cartSeq)"
+        let order = "\(idPrefix)o-\(customer.dropFirst(2))-\(cartSeq)"
         if chance(15) { emit("coupon_redeemed", at: t, source: "web", attrs: [("cart_id", .s(cart)), ("coupon", .s("WELCOME10"))]) }
         emit("purchase", at: t + 500, source: "web", attrs: [("cart_id", .s(cart)), ("order_id", .s(order)), ("value", .money(cents)), ("currency", .s("EUR"))])
         emit("loyalty_points_earned", at: t + 1_500, source: "loyalty", attrs: [("points", .i(cents / 100)), ("order_id", .s(order))])
@@ -214,7 +219,7 @@ private struct Emitter {
         seq += 1
         var w = JSONWriter()
         w.beginObject()
-        w.field("event_id", "e-\(String(seq, radix: 16).leftPadded(to: 8))")
+        w.field("event_id", "\(idPrefix)e-\(String(seq, radix: 16).leftPadded(to: 8))")
         w.field("customer_id", customer)
         w.field("type", type)
         w.field("occurred_at", rfc3339(clamped))
