@@ -229,6 +229,14 @@ struct SendCandidate {
             case .release(let d), .awaitingProfile(let d): d
             }
         }
+
+        /// The journey and instance key the send belongs to.
+        var instance: (journey: String, key: String) {
+            switch self {
+            case .new(let n): (n.journey, n.key)
+            case .release(let d), .awaitingProfile(let d): (d.message.journey, d.instanceKey)
+            }
+        }
     }
     var seq: Int
     var priority: Int
@@ -386,14 +394,7 @@ struct Run {
             // Held messages, and sends of this call not decided yet (live: they are decided at `now`,
             // after this exit happened; replay: only those of this very instant are still pending).
             var held: [String] = state.deferred.filter { $0.message.journey == name }.map(\.instanceKey)
-            for c in candidates {
-                switch c.kind {
-                case .new(let n) where n.journey == name: held.append(n.key)
-                case .release(let d) where d.message.journey == name, .awaitingProfile(let d) where d.message.journey == name:
-                    held.append(d.instanceKey)
-                default: break
-                }
-            }
+            for c in candidates where c.kind.instance.journey == name { held.append(c.kind.instance.key) }
             var keys: [String] = []
             for key in held where !keys.contains(key) {
                 if state.instances.contains(where: { $0.journey == name && $0.key == key }) { continue }
