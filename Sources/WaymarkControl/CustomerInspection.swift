@@ -65,10 +65,12 @@ public struct CustomerReport: Sendable, Codable {
         public var stage: String
         public var template: String
         public var createdAt: Instant
-        /// Release time (end of quiet hours).
+        /// Release time (end of quiet hours), or the deadline of a send waiting for the profile.
         public var sendAfter: Instant
         public var expiresAt: Instant
         public var rule: String
+        /// `quiet_hours` (decided, holding its cap slot) or `awaiting_profile` (decided when the profile arrives).
+        public var hold: String
     }
 
     public struct SenderClaim: Sendable, Codable {
@@ -185,7 +187,8 @@ public struct CustomerInspector: Sendable {
             report.deferred = state.deferred.map { d in
                 let m = d.message
                 return .init(messageID: m.messageID.description, channel: m.channel.rawValue, journey: m.journey, stage: m.stage,
-                             template: m.template, createdAt: at(m.createdAt), sendAfter: at(m.sendAfter), expiresAt: at(m.expiresAt), rule: d.rule)
+                             template: m.template, createdAt: at(m.createdAt), sendAfter: at(m.sendAfter), expiresAt: at(m.expiresAt), rule: d.rule,
+                             hold: d.hold == .awaitingProfile ? "awaiting_profile" : "quiet_hours")
             }
             report.counters = state.counters.map {
                 .init(journey: $0.journey, stage: $0.stage, kind: "\($0.kind)", count: Int($0.count))
@@ -291,7 +294,11 @@ extension CustomerReport {
         if timers.isEmpty && deferred.isEmpty { out.append("  none") }
         for i in timers { out.append("  timer  \(i.journey)\(i.key.isEmpty ? "" : " [\(i.key)]") \(i.step): \(t(i.wakeAt!))") }
         for d in deferred {
-            out.append("  held   \(d.messageID) \(d.channel) \(d.journey)/\(d.template) until \(t(d.sendAfter)) (\(d.rule)), expires \(d.expiresAt.utc)")
+            if d.hold == "awaiting_profile" {
+                out.append("  waits  \(d.messageID) \(d.journey)/\(d.template) for the profile until \(t(d.sendAfter)) (\(d.rule)), expires \(d.expiresAt.utc)")
+            } else {
+                out.append("  held   \(d.messageID) \(d.channel) \(d.journey)/\(d.template) until \(t(d.sendAfter)) (\(d.rule)), expires \(d.expiresAt.utc)")
+            }
         }
         if let wake = nextWakeUp { out.append("  scheduler index: next wake-up \(t(wake))") }
 

@@ -300,6 +300,14 @@ struct RulesOnRealStreamsTests {
                 #expect(try await h.eventually { worker.stats.touchpoints == 3 })
                 try await settle(h, scheduler)
                 #expect(try await h.read("outbound.email", timeout: .milliseconds(800)).isEmpty)
+                // An operator sees what the send waits for.
+                let redis = try await RedisConnection.connect(h.redis)
+                let inspector = CustomerInspector(redis: redis, keys: KeySpace(prefix: h.settings.redis.keyPrefix, shards: h.settings.redis.shards),
+                                                  rules: h.engine.rules)
+                let held = try await inspector.inspect("c-late-1", decisions: 10)
+                await redis.close()
+                #expect(held.deferred.map(\.hold) == ["awaiting_profile"] && held.deferred.first?.rule == "consent:awaiting_profile")
+                #expect(held.render().contains("for the profile until"))
                 // Ten minutes later two profiles arrive: their confirmations go out then.
                 clock.set(t0.adding(.minutes(10)))
                 try await h.produce("customers", customers.prefix(2).map { ($0, Array(profileJSON($0).utf8)) })
