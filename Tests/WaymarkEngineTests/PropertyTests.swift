@@ -16,54 +16,51 @@ struct Scenario: CustomStringConvertible {
     init(seed: UInt64) {
         self.seed = seed
         var g = SplitMix(seed: seed)
-        func pick<T>(_ xs: [T]) -> T { xs[Int(g.next() % UInt64(xs.count))] }
-        func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(g.next() % UInt64(r.count)) }
-        func chance(_ p: Double) -> Bool { Double(g.next() % 1000) < p * 1000 }
 
         func window(_ rule: String) -> QuietWindow {
-            QuietWindow(startMinute: int(0...47) * 30, endMinute: int(0...47) * 30, rule: rule)
+            QuietWindow(startMinute: g.int(0...47) * 30, endMinute: g.int(0...47) * 30, rule: rule)
         }
         var overrides: [Channel: QuietWindow] = [:]
-        for ch in [Channel.sms, .email, .push] where chance(0.3) { overrides[ch] = window("quiet_hours:\(ch.rawValue)") }
+        for ch in [Channel.sms, .email, .push] where g.chance(0.3) { overrides[ch] = window("quiet_hours:\(ch.rawValue)") }
         var caps: [FrequencyCap] = []
-        for n in 0..<int(0...3) {
-            caps.append(FrequencyCap(name: "cap\(n)", limit: int(1...3), window: pick([.hours(1), .hours(24), .days(7), .minutes(90)]),
-                                     channel: chance(0.5) ? pick([.sms, .email, .push]) : nil,
-                                     journey: chance(0.3) ? pick(["a", "b", "abandoned_cart"]) : nil))
+        for n in 0..<g.int(0...3) {
+            caps.append(FrequencyCap(name: "cap\(n)", limit: g.int(1...3), window: g.pick([.hours(1), .hours(24), .days(7), .minutes(90)]),
+                                     channel: g.chance(0.5) ? g.pick([.sms, .email, .push]) : nil,
+                                     journey: g.chance(0.3) ? g.pick(["a", "b", "abandoned_cart"]) : nil))
         }
-        rules = Rules(defaultTimezone: pick(["Europe/Oslo", "America/New_York"]),
-                      quietHours: QuietHoursRules(defaultWindow: chance(0.85) ? window("quiet_hours:default") : nil,
-                                                  channelWindows: overrides, exemptTransactional: chance(0.5),
-                                                  spread: pick([.zero, .minutes(10), .minutes(45)])),
-                      frequencyCaps: caps, capsExemptTransactional: chance(0.5),
-                      consent: ConsentRules(allowWithoutProfile: chance(0.3), transactionalRequiresConsent: chance(0.5)),
-                      defaultExpiry: pick([.hours(6), .hours(14), .hours(48)]),
-                      channelOrder: chance(0.5) ? .journey : .customerPreference)
+        rules = Rules(defaultTimezone: g.pick(["Europe/Oslo", "America/New_York"]),
+                      quietHours: QuietHoursRules(defaultWindow: g.chance(0.85) ? window("quiet_hours:default") : nil,
+                                                  channelWindows: overrides, exemptTransactional: g.chance(0.5),
+                                                  spread: g.pick([.zero, .minutes(10), .minutes(45)])),
+                      frequencyCaps: caps, capsExemptTransactional: g.chance(0.5),
+                      consent: ConsentRules(allowWithoutProfile: g.chance(0.3), transactionalRequiresConsent: g.chance(0.5)),
+                      defaultExpiry: g.pick([.hours(6), .hours(14), .hours(48)]),
+                      channelOrder: g.chance(0.5) ? .journey : .customerPreference)
         journeys = [
-            instantJourney("a", trigger: "a", channels: [.sms, .email], priority: int(0...3)),
-            instantJourney("b", trigger: "b", channels: [.push, .sms], priority: int(0...3), expires: chance(0.5) ? .hours(3) : nil),
-            instantJourney("c", trigger: "a", channels: [.email], priority: int(0...3), transactional: true),
-            instantJourney("d", trigger: "c", channels: [.sms, .push, .email], priority: int(0...3), key: "cart_id"),
-            abandonedCart(wait: pick([.minutes(30), .hours(1), .hours(5)])),
+            instantJourney("a", trigger: "a", channels: [.sms, .email], priority: g.int(0...3)),
+            instantJourney("b", trigger: "b", channels: [.push, .sms], priority: g.int(0...3), expires: g.chance(0.5) ? .hours(3) : nil),
+            instantJourney("c", trigger: "a", channels: [.email], priority: g.int(0...3), transactional: true),
+            instantJourney("d", trigger: "c", channels: [.sms, .push, .email], priority: g.int(0...3), key: "cart_id"),
+            abandonedCart(wait: g.pick([.minutes(30), .hours(1), .hours(5)])),
         ]
-        if chance(0.1) {
+        if g.chance(0.1) {
             profile = nil
         } else {
-            let chans: [Channel] = [.sms, .email, .push].filter { _ in chance(0.8) }
-            var p = CustomerProfile(customerID: "c-1", timezone: pick(Scenario.zones), locale: "en")
+            let chans: [Channel] = [.sms, .email, .push].filter { _ in g.chance(0.8) }
+            var p = CustomerProfile(customerID: "c-1", timezone: g.pick(Scenario.zones), locale: "en")
             for c in chans { p.contacts[c] = "addr" }
-            for c in [Channel.sms, .email, .push] where chance(0.75) { p.consent[c] = true }
-            p.preferredChannels = [Channel.email, .push, .sms].filter { _ in chance(0.5) }
+            for c in [Channel.sms, .email, .push] where g.chance(0.75) { p.consent[c] = true }
+            p.preferredChannels = [Channel.email, .push, .sms].filter { _ in g.chance(0.5) }
             profile = p
         }
-        var t = ts("2026-01-01T00:00:00Z").adding(.hours(Int64(int(0...8760))))
+        var t = ts("2026-01-01T00:00:00Z").adding(.hours(Int64(g.int(0...8760))))
         events = []
-        for n in 0..<int(1...40) {
-            t = t.adding(TimeSpan(milliseconds: Int64(chance(0.15) ? 0 : chance(0.5) ? int(0...1800) : int(0...36_000)) * 1000))
-            let type = pick(["a", "b", "c", "cart_abandoned", "purchase", "page_view"])
+        for n in 0..<g.int(1...40) {
+            t = t.adding(TimeSpan(milliseconds: Int64(g.chance(0.15) ? 0 : g.chance(0.5) ? g.int(0...1800) : g.int(0...36_000)) * 1000))
+            let type = g.pick(["a", "b", "c", "cart_abandoned", "purchase", "page_view"])
             var attrs: [String: AttributeValue] = [:]
-            if chance(0.8) { attrs["cart_id"] = .string(pick(["k1", "k2", "k3"])) }
-            attrs["value"] = .number(Double(int(0...300)))
+            if g.chance(0.8) { attrs["cart_id"] = .string(g.pick(["k1", "k2", "k3"])) }
+            attrs["value"] = .number(Double(g.int(0...300)))
             events.append(Touchpoint(eventID: "e\(n)", customerID: "c-1", type: type, occurredAt: t, attributes: attrs))
         }
     }

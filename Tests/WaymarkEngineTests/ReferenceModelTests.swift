@@ -187,35 +187,32 @@ struct GapScenario: CustomStringConvertible {
     init(seed: UInt64) {
         self.seed = seed
         var g = SplitMix(seed: seed)
-        func pick<T>(_ xs: [T]) -> T { xs[Int(g.next() % UInt64(xs.count))] }
-        func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(g.next() % UInt64(r.count)) }
-        func chance(_ p: Double) -> Bool { Double(g.next() % 1000) < p * 1000 }
 
         func window() -> (QuietWindow, ReferenceModel.Window)? {
-            guard chance(0.85) else { return nil }
-            let s = int(0...47) * 30, e = int(0...47) * 30
+            guard g.chance(0.85) else { return nil }
+            let s = g.int(0...47) * 30, e = g.int(0...47) * 30
             return (QuietWindow(startMinute: s, endMinute: e, rule: "quiet_hours:default"), .init(start: s, end: e))
         }
         let main = window()
         var overrides: [Channel: QuietWindow] = [:]
         var modelOverrides: [Channel: ReferenceModel.Window] = [:]
-        if chance(0.4) {
-            let s = chance(0.3) ? 0 : int(0...47) * 30, e = s == 0 ? 0 : int(0...47) * 30  // 0-0: quiet hours off for push
+        if g.chance(0.4) {
+            let s = g.chance(0.3) ? 0 : g.int(0...47) * 30, e = s == 0 ? 0 : g.int(0...47) * 30  // 0-0: quiet hours off for push
             overrides[.push] = QuietWindow(startMinute: s, endMinute: e, rule: "quiet_hours:push")
             modelOverrides[.push] = .init(start: s, end: e)
         }
         var caps: [FrequencyCap] = []
         var modelCaps: [ReferenceModel.Cap] = []
-        for n in 0..<int(0...3) {
-            let limit = int(1...3)
-            let window = pick([TimeSpan.hours(1), .minutes(90), .hours(24), .days(7)])
-            let channel: Channel? = chance(0.5) ? pick([.sms, .email, .push]) : nil
-            let journey: String? = chance(0.3) ? pick(["a", "b", "d"]) : nil
+        for n in 0..<g.int(0...3) {
+            let limit = g.int(1...3)
+            let window = g.pick([TimeSpan.hours(1), .minutes(90), .hours(24), .days(7)])
+            let channel: Channel? = g.chance(0.5) ? g.pick([.sms, .email, .push]) : nil
+            let journey: String? = g.chance(0.3) ? g.pick(["a", "b", "d"]) : nil
             caps.append(FrequencyCap(name: "cap\(n)", limit: limit, window: window, channel: channel, journey: journey))
             modelCaps.append(.init(limit: limit, window: window.milliseconds, channel: channel, journey: journey))
         }
-        let exemptQuiet = chance(0.5), exemptCaps = chance(0.5)
-        let defaultExpiry = pick([TimeSpan.hours(6), .hours(14), .hours(48)])
+        let exemptQuiet = g.chance(0.5), exemptCaps = g.chance(0.5)
+        let defaultExpiry = g.pick([TimeSpan.hours(6), .hours(14), .hours(48)])
         rules = Rules(defaultTimezone: "Europe/Oslo",
                       quietHours: QuietHoursRules(defaultWindow: main?.0, channelWindows: overrides, exemptTransactional: exemptQuiet,
                                                   spread: .zero),
@@ -223,8 +220,8 @@ struct GapScenario: CustomStringConvertible {
                       consent: ConsentRules(allowWithoutProfile: false), defaultExpiry: defaultExpiry, channelOrder: .journey)
 
         // Journeys: two that send at once, two that wait first (waits end at .750 s: never on an event).
-        let bWait = pick([TimeSpan.hours(1), .hours(5), .days(2)]).milliseconds + 250
-        let bTTL: TimeSpan? = chance(0.5) ? pick([.hours(3), .hours(12)]) : nil
+        let bWait = g.pick([TimeSpan.hours(1), .hours(5), .days(2)]).milliseconds + 250
+        let bTTL: TimeSpan? = g.chance(0.5) ? g.pick([.hours(3), .hours(12)]) : nil
         let specs: [(ReferenceModel.Journey, TimeSpan?)] = [
             (.init(name: "a", trigger: "a", exitOn: nil, wait: 0, channels: [.sms, .email], ttl: 0, transactional: false), nil),
             (.init(name: "b", trigger: "b", exitOn: "purchase", wait: bWait, channels: [.push, .sms], ttl: 0, transactional: false), bTTL),
@@ -248,14 +245,14 @@ struct GapScenario: CustomStringConvertible {
             modelJourneys.append(m)
         }
 
-        let zone = pick(GapScenario.zones)
+        let zone = g.pick(GapScenario.zones)
         var reachable = Set<Channel>()
-        if chance(0.1) {
+        if g.chance(0.1) {
             profile = nil
         } else {
             var p = CustomerProfile(customerID: "c-1", timezone: zone, locale: "en")
             for c in [Channel.sms, .email, .push] {
-                let contact = chance(0.85), consent = chance(0.8)
+                let contact = g.chance(0.85), consent = g.chance(0.8)
                 if contact { p.contacts[c] = "addr-\(c.rawValue)" }
                 if consent { p.consent[c] = true }
                 if contact && consent { reachable.insert(c) }
@@ -264,12 +261,12 @@ struct GapScenario: CustomStringConvertible {
         }
 
         // Events at .500 s; gaps from none to days, so customers go quiet for days or for good.
-        var t = ts(pick(GapScenario.starts)).adding(.minutes(Int64(int(0...2880)))).milliseconds / 1000 * 1000 + 500
+        var t = ts(g.pick(GapScenario.starts)).adding(.minutes(Int64(g.int(0...2880)))).milliseconds / 1000 * 1000 + 500
         events = []
-        for n in 0..<int(1...24) {
-            let gap: Int64 = pick([0, Int64(int(1...1800)), Int64(int(1800...36_000)), Int64(int(86_400...518_400))])
+        for n in 0..<g.int(1...24) {
+            let gap: Int64 = g.pick([0, Int64(g.int(1...1800)), Int64(g.int(1800...36_000)), Int64(g.int(86_400...518_400))])
             t += gap * 1000
-            events.append(Touchpoint(eventID: "e\(n)", customerID: "c-1", type: pick(["a", "b", "c", "purchase", "page_view"]),
+            events.append(Touchpoint(eventID: "e\(n)", customerID: "c-1", type: g.pick(["a", "b", "c", "purchase", "page_view"]),
                                      occurredAt: Timestamp(milliseconds: t)))
         }
         until = Timestamp(milliseconds: t).adding(.days(20))

@@ -73,4 +73,11 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// One of `xs`.
+    mutating func pick<T>(_ xs: [T]) -> T { xs[Int(next() % UInt64(xs.count))] }
+    /// A number in `r`.
+    mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(next() % UInt64(r.count)) }
+    /// `true` with probability `p` (in thousandths).
+    mutating func chance(_ p: Double) -> Bool { Double(next() % 1000) < p * 1000 }
 }

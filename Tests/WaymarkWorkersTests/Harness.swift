@@ -46,6 +46,22 @@ struct Harness {
         return WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
     }
 
+    /// Runs a journey worker and a scheduler on `clock` until `body` returns, then stops both gracefully.
+    func withWorkers(clock: TestClock, _ body: (JourneyWorker, Scheduler) async throws -> Void) async throws {
+        let env = environment(clock: clock)
+        let worker = JourneyWorker(environment: env, client: client, redis: redis)
+        let scheduler = Scheduler(environment: env, client: client, redis: redis)
+        let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
+            g.addTask { try await worker.run() }
+            g.addTask { try await scheduler.run() }
+            try await g.waitForAll()
+        } }
+        do { try await body(worker, scheduler) } catch { worker.stop(); scheduler.stop(); _ = try? await services.value; throw error }
+        worker.stop()
+        scheduler.stop()
+        try await services.value
+    }
+
     func produce(_ topic: String, key: String?, json: String) async throws {
         let producer = try KafkaProducer(configuration: .init(client: client))
         try await producer.sendAll([KafkaProducerRecord(topic: topic, key: key.map { Array($0.utf8) }, value: Array(json.utf8))])

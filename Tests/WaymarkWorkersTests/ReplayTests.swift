@@ -16,35 +16,27 @@ struct ReplayTests {
     /// others; a live journey worker and scheduler with a clock that moves like live time.
     func liveHistory(_ h: Harness) async throws {
         let clock = TestClock(Self.t0)
-        let env = h.environment(clock: clock)
-        let worker = JourneyWorker(environment: env, client: h.client, redis: h.redis)
-        let scheduler = Scheduler(environment: env, client: h.client, redis: h.redis)
-        let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
-            g.addTask { try await worker.run() }
-            g.addTask { try await scheduler.run() }
-            try await g.waitForAll()
-        } }
-        let customers = (1...6).map { "c-\($0)" }
-        for c in customers {
-            try await h.produce("customers", key: c, json: #"{"customer_id":"\#(c)","timezone":"Europe/Oslo","contacts":{"email":"\#(c)@example.com"},"consent":{"email":true},"preferred_channels":["email"]}"#)
-        }
-        #expect(try await h.eventually { worker.stats.profiles == customers.count })
-        var produced = 0
-        for (round, offset) in [(1, TimeSpan.zero), (2, TimeSpan.hours(2))] {
-            let at = Self.t0.adding(offset)
-            clock.set(at)
-            for c in customers where round == 1 || Int(c.dropFirst(2))! <= 4 {
-                try await h.produce("touchpoints", key: c, json: #"{"event_id":"e-\#(c)-\#(round)","customer_id":"\#(c)","type":"cart_abandoned","occurred_at":"\#(at)","attributes":{"cart_id":"k-\#(c)-\#(round)","value":50}}"#)
-                produced += 1
+        try await h.withWorkers(clock: clock) { worker, scheduler in
+            let customers = (1...6).map { "c-\($0)" }
+            for c in customers {
+                try await h.produce("customers", key: c, json: #"{"customer_id":"\#(c)","timezone":"Europe/Oslo","contacts":{"email":"\#(c)@example.com"},"consent":{"email":true},"preferred_channels":["email"]}"#)
             }
-            let target = produced
-            #expect(try await h.eventually { worker.stats.touchpoints == target })
-            clock.set(at.adding(.hours(1)).adding(.seconds(1)))
-            let ticks = scheduler.stats.ticks
-            #expect(try await h.eventually { scheduler.stats.ticks >= ticks + 3 })
+            #expect(try await h.eventually { worker.stats.profiles == customers.count })
+            var produced = 0
+            for (round, offset) in [(1, TimeSpan.zero), (2, TimeSpan.hours(2))] {
+                let at = Self.t0.adding(offset)
+                clock.set(at)
+                for c in customers where round == 1 || Int(c.dropFirst(2))! <= 4 {
+                    try await h.produce("touchpoints", key: c, json: #"{"event_id":"e-\#(c)-\#(round)","customer_id":"\#(c)","type":"cart_abandoned","occurred_at":"\#(at)","attributes":{"cart_id":"k-\#(c)-\#(round)","value":50}}"#)
+                    produced += 1
+                }
+                let target = produced
+                #expect(try await h.eventually { worker.stats.touchpoints == target })
+                clock.set(at.adding(.hours(1)).adding(.seconds(1)))
+                let ticks = scheduler.stats.ticks
+                #expect(try await h.eventually { scheduler.stats.ticks >= ticks + 3 })
+            }
         }
-        worker.stop(); scheduler.stop()
-        try await services.value
     }
 
     /// A copy of config/ with abandoned_cart_per_week 2 → 1.

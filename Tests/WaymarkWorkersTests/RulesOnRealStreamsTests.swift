@@ -16,22 +16,6 @@ import WaymarkWorkers
 /// broker; expectations are computed in the test from the produced data and the contract.
 @Suite("Rules on real streams", .serialized)
 struct RulesOnRealStreamsTests {
-    /// Runs a journey worker and a scheduler on `clock` until `body` returns.
-    func withWorkers(_ h: Harness, clock: TestClock, _ body: (JourneyWorker, Scheduler) async throws -> Void) async throws {
-        let env = h.environment(clock: clock)
-        let worker = JourneyWorker(environment: env, client: h.client, redis: h.redis)
-        let scheduler = Scheduler(environment: env, client: h.client, redis: h.redis)
-        let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
-            g.addTask { try await worker.run() }
-            g.addTask { try await scheduler.run() }
-            try await g.waitForAll()
-        } }
-        do { try await body(worker, scheduler) } catch { worker.stop(); scheduler.stop(); _ = try? await services.value; throw error }
-        worker.stop()
-        scheduler.stop()
-        try await services.value
-    }
-
     /// Waits until the scheduler has completed a few more ticks (so everything due has been released).
     func settle(_ h: Harness, _ scheduler: Scheduler, ticks: Int = 4) async throws {
         let start = scheduler.stats.ticks
@@ -169,7 +153,7 @@ struct RulesOnRealStreamsTests {
             try await h.produce("touchpoints", events.map { ($0.key, $0.value) })
             let now = Timestamp(milliseconds: firstDay + 5 * 86_400_000 + 9 * 3_600_000)  // the morning after, 09:00Z
             let clock = TestClock(now)
-            try await withWorkers(h, clock: clock) { worker, scheduler in
+            try await h.withWorkers(clock: clock) { worker, scheduler in
                 #expect(try await h.eventually(timeout: .seconds(60)) { worker.stats.touchpoints == events.count })
                 try await settle(h, scheduler)
                 // Let held messages come due: a simulated day in 30-minute steps.
@@ -277,7 +261,7 @@ struct RulesOnRealStreamsTests {
             try await h.produce("customers", customers.map { ($0, Array(profileJSON($0).utf8)) })
             let t0 = JourneyWorkerTests.t0
             try await h.produce("touchpoints", purchases(customers, at: t0))
-            try await withWorkers(h, clock: TestClock(t0.adding(.seconds(5)))) { worker, scheduler in
+            try await h.withWorkers(clock: TestClock(t0.adding(.seconds(5)))) { worker, scheduler in
                 #expect(try await h.eventually(timeout: .seconds(30)) { worker.stats.touchpoints == customers.count && worker.stats.profiles == customers.count })
                 try await settle(h, scheduler)
             }
@@ -295,7 +279,7 @@ struct RulesOnRealStreamsTests {
             let t0 = JourneyWorkerTests.t0
             let clock = TestClock(t0.adding(.seconds(5)))
             let customers = ["c-late-1", "c-late-2", "c-never"]
-            try await withWorkers(h, clock: clock) { worker, scheduler in
+            try await h.withWorkers(clock: clock) { worker, scheduler in
                 try await h.produce("touchpoints", purchases(customers, at: t0))
                 #expect(try await h.eventually { worker.stats.touchpoints == 3 })
                 try await settle(h, scheduler)
@@ -361,7 +345,7 @@ struct RulesOnRealStreamsTests {
             let customers = ["c-tomb", "c-cli", "c-keep"]
             let phone: [String: String] = ["c-tomb": "+4791111111", "c-cli": "+4792222222", "c-keep": "+4793333333"]
             let email: [String: String] = ["c-tomb": "tomb@example.com", "c-cli": "cli@example.com", "c-keep": "keep@example.com"]
-            try await withWorkers(h, clock: clock) { worker, scheduler in
+            try await h.withWorkers(clock: clock) { worker, scheduler in
                 try await h.produce("customers", customers.map { c in
                     (c, Array(#"{"customer_id":"\#(c)","timezone":"Europe/Oslo","contacts":{"email":"\#(email[c]!)","sms":"\#(phone[c]!)"},"consent":{"email":true,"sms":true},"preferred_channels":["email"]}"#.utf8))
                 })
