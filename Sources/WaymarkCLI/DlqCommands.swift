@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import WaymarkControl
+import WaymarkIngest
 import WaymarkKafka
 
 struct Dlq: AsyncParsableCommand {
@@ -55,21 +56,26 @@ struct Dlq: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show one dead letter: original key and value bytes and every header.",
             discussion: """
-                Bytes are printed as UTF-8 text when valid, otherwise as hex. Exit status 1 when there is no such record.
+                Bytes are printed as UTF-8 text when valid, otherwise as hex. A value longer than --max-bytes \
+                is cut in the text output (the cut is said; --max-bytes 0 or --json shows all of it). Exit \
+                status 1 when there is no such record.
 
                 Examples:
                   waymark dlq show 42                  # partition 0
                   waymark dlq show --partition 1 --offset 7
+                  waymark dlq show 42 --max-bytes 0    # the whole value, however large
                   waymark dlq show 42 --json
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Offset (on --partition, default 0).") var position: Int64?
         @Option(help: "Partition.") var partition: Int32 = 0
         @Option(help: "Offset (alternative to the argument).") var offset: Int64?
+        @Option(help: "Text output: show at most this many bytes of the key and value (0 = all).") var maxBytes = 4_096
         @Flag(help: "Print as JSON.") var json = false
 
         func validate() throws {
             if position == nil && offset == nil { throw ValidationError("give an offset: 'dlq show OFFSET' or '--offset O'") }
+            if maxBytes < 0 { throw ValidationError("--max-bytes must be 0 or more") }
             if let position, let offset, position != offset { throw ValidationError("two different offsets given") }
         }
 
@@ -82,9 +88,9 @@ struct Dlq: AsyncParsableCommand {
                 printError("no record at \(queue.topic)[\(partition)]@\(at)")
                 throw ExitCode(1)
             }
-            let key = letter.key.map(ByteText.render)
-            let value = letter.value.map(ByteText.render)
             if json {
+                let key = letter.key.map(ByteText.render)
+                let value = letter.value.map(ByteText.render)
                 try printJSON(DlqRecord(row: DlqRow(letter), key: key?.text, keyIsHex: key?.isHex ?? false,
                                         value: value?.text, valueIsHex: value?.isHex ?? false,
                                         headers: letter.headers.map { h in
@@ -101,10 +107,16 @@ struct Dlq: AsyncParsableCommand {
             if let from = letter.redrivenFrom { print("redriven from: \(from)") }
             print("\nheaders:")
             for h in letter.headers { print("  \(h.name): \(h.value.map { let r = ByteText.render($0); return r.isHex ? "0x" + r.text : r.text } ?? "(null)")") }
-            print("\nkey (\(key.map { $0.isHex ? "hex" : "utf-8" } ?? "null")\(letter.key.map { ", \($0.count) bytes" } ?? "")):")
-            print(key?.text ?? "(null)")
-            print("\nvalue (\(value.map { $0.isHex ? "hex" : "utf-8" } ?? "null")\(letter.value.map { ", \($0.count) bytes" } ?? "")):")
-            print(value?.text ?? "(null)")
+            for (name, bytes) in [("key", letter.key), ("value", letter.value)] {
+                guard let bytes else { print("\n\(name) (null)"); continue }
+                let shown = maxBytes > 0 && bytes.count > maxBytes ? Array(bytes.prefix(maxBytes)) : bytes
+                let text = ByteText.render(shown)
+                print("\n\(name) (\(text.isHex ? "hex" : "utf-8"), \(bytes.count) bytes):")
+                print(text.text)
+                if shown.count < bytes.count {
+                    print("… \(bytes.count - shown.count) more bytes not shown (--max-bytes 0 shows all)")
+                }
+            }
         }
     }
 
@@ -116,7 +128,8 @@ struct Dlq: AsyncParsableCommand {
                 key, value and headers, plus x-waymark-redriven-from: <dlq topic>:<partition>:<offset>. \
                 Each dead letter is redriven at most once, ever: redriven records are remembered in Redis \
                 (<key_prefix>:{dlq}:redriven:<topic>), so running the same redrive twice publishes nothing \
-                the second time. A record that fails again is dead-lettered again as a new record.
+                the second time. A record that fails again is dead-lettered again as a new record, which later runs \
+                skip (it would fail the same way) unless --include-failed-again.
 
                 Asks for confirmation unless --yes; exit status 1 when not confirmed.
 
@@ -128,18 +141,24 @@ struct Dlq: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(help: "Only records with this reason (e.g. unknown_customer).") var reason: String?
         @Option(help: "Only records dead-lettered at or after this time (RFC 3339, or a span ago: 2h, 7d).") var since: String?
+        @Flag(help: "Also records that were redriven before and failed again (skipped by default).") var includeFailedAgain = false
         @Flag(help: "Do not ask for confirmation.") var yes = false
         @Flag(help: "Print the result as JSON.") var json = false
         @Flag(help: "No progress on stderr.") var quiet = false
 
-        func validate() throws { _ = try parseTime(since, option: "--since") }
+        func validate() throws {
+            _ = try parseTime(since, option: "--since")
+            if let reason, RejectionReason(rawValue: reason) == nil {
+                throw ValidationError("unknown reason '\(reason)'; known: \(RejectionReason.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
 
         func run() async throws {
             let context = try OperatorContext(global: global)
             let redis = try await context.redis()
             let queue = DeadLetterQueue(topic: context.settings.kafka.deadLetter.name, client: context.client, admin: context.admin,
                                         redis: redis, keyPrefix: context.keys.prefix)
-            let filter = RedriveFilter(reason: reason, since: try parseTime(since, option: "--since"))
+            let filter = RedriveFilter(reason: reason, since: try parseTime(since, option: "--since"), includeFailedAgain: includeFailedAgain)
             let progress = ProgressLine(label: "dlq", quiet: quiet)
             let ask = yes
             let result = try await queue.redrive(filter: filter, progress: progress.callback()) { candidates in
@@ -157,7 +176,8 @@ struct Dlq: AsyncParsableCommand {
             }
             if json { try printJSON(result); return }
             print("matched \(result.matched), redriven \(result.redriven), already redriven before \(result.alreadyRedriven)"
-                  + (result.noSource > 0 ? ", without source topic \(result.noSource)" : ""))
+                  + (result.noSource > 0 ? ", without source topic \(result.noSource)" : "")
+                  + (result.failedAgain > 0 ? ", failed again after an earlier redrive \(result.failedAgain) (skipped; --include-failed-again)" : ""))
             for topic in result.byTopic.keys.sorted() { print("  → \(topic): \(result.byTopic[topic]!)") }
             if !result.inDoubt.isEmpty {
                 print("in doubt (claimed by an interrupted run, maybe published; not retried): \(result.inDoubt.joined(separator: ", "))")

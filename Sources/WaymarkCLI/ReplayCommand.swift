@@ -52,8 +52,7 @@ struct Replay: AsyncParsableCommand {
         guard dryRun != rebuild else { throw ValidationError("choose exactly one of --dry-run and --rebuild") }
         if rebuild, to != "now" { throw ValidationError("a rebuild always runs up to now; leave out --to") }
         guard ["actual", "replay"].contains(baseline) else { throw ValidationError("--baseline must be actual or replay") }
-        _ = try Self.time(from)
-        _ = try Self.time(to)
+        if try Self.time(from) >= Self.time(to) { throw ValidationError("--from must be before --to") }
     }
 
     static func time(_ text: String, now: Timestamp = Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000))) throws -> Timestamp {
@@ -142,5 +141,8 @@ struct Replay: AsyncParsableCommand {
         print("\nRebuilt \(report.rebuilt) of \(report.customers) customers from \(report.events) events "
               + "(\(report.resumedPast) done by an earlier, interrupted run); \(report.rescheduled) with future timers re-scheduled; "
               + "\(report.pastMessagesNotResent) past messages under the new rules not sent again. Fence lifted.")
+        if !report.unreadable.isEmpty {
+            print("\(report.unreadable.count) customers have a stored state this version cannot read; left untouched (see waymark_state_unreadable_total).")
+        }
     }
 }

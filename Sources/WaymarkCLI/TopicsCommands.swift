@@ -72,7 +72,8 @@ struct Topics: AsyncParsableCommand {
             global.bootstrapLogging()
             let (_, admin) = try global.settingsAndAdmin()
             guard let topic = try await admin.describeTopics([name]).first else {
-                throw ValidationError("topic '\(name)' does not exist")
+                printError("topic '\(name)' does not exist")
+                throw ExitCode(1)  // not found (the README's exit statuses)
             }
             let configs = try await admin.describeConfigs(topic: name)
             let ends = try await admin.endOffsets(topics: [name])

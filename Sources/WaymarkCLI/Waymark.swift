@@ -26,6 +26,7 @@ struct Waymark: AsyncParsableCommand {
             Exit status: 0 ok; 1 not found or not confirmed; 2 usage or configuration error; \
             3 runtime failure (broker or Redis unreachable, …).
             """,
+        version: waymarkVersion,
         subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Replay.self, Forget.self])
 
     /// Runs the command, mapping errors to exit codes scripts can rely on (see the discussion above).
@@ -38,6 +39,9 @@ struct Waymark: AsyncParsableCommand {
                 try command.run()
             }
         } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            Foundation.exit(2)
+        } catch let error as JourneyConfigError {  // journeys or rules: a configuration error too
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             Foundation.exit(2)
         } catch {
@@ -54,6 +58,9 @@ struct Waymark: AsyncParsableCommand {
         }
     }
 }
+
+/// The version `waymark --version` prints.
+let waymarkVersion = "0.3.0"
 
 /// Options every command shares.
 struct GlobalOptions: ParsableArguments {

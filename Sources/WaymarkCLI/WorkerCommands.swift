@@ -65,9 +65,7 @@ struct Worker: AsyncParsableCommand {
             let provider = try makeProvider(senderSettings)
             let sender = SenderWorker(environment: runtime.environment, channels: served, provider: provider,
                                       client: runtime.client, redis: runtime.redis)
-            try await runtime.run(stop: { sender.stop() }) { group in
-                group.addTask { try await sender.run() }
-            }
+            try await runtime.run([sender])
         }
     }
 
@@ -94,10 +92,7 @@ struct Worker: AsyncParsableCommand {
             let runtime = try WorkerRuntime(global: global, journeys: journeys, maxEventAgeDays: maxEventAgeDays)
             let worker = JourneyWorker(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
             let scheduler = withScheduler ? Scheduler(environment: runtime.environment, client: runtime.client, redis: runtime.redis) : nil
-            try await runtime.run(ready: { worker.isReady }, stop: { worker.stop(); scheduler?.stop() }) { group in
-                group.addTask { try await worker.run() }
-                if let scheduler { group.addTask { try await scheduler.run() } }
-            }
+            try await runtime.run([worker] + (scheduler.map { [$0] } ?? []), ready: { worker.isReady })
         }
     }
 
@@ -112,94 +107,23 @@ struct Worker: AsyncParsableCommand {
         func run() async throws {
             let runtime = try WorkerRuntime(global: global, journeys: journeys)
             let scheduler = Scheduler(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
-            try await runtime.run(stop: { scheduler.stop() }) { group in
-                group.addTask { try await scheduler.run() }
-            }
+            try await runtime.run([scheduler])
         }
     }
 }
 
-/// Settings, engine and connections shared by worker commands, validated before anything starts.
-struct WorkerRuntime {
-    let environment: WorkerEnvironment
-    let client: KafkaClientConfiguration
-    let redis: RedisConfiguration
-    let logger: Logger
-    /// Bootstrapped before any worker exists: metric handles bind to the factory present when created.
-    let exporter = PrometheusExporter()
-
+extension WorkerRuntime {
+    /// Loads and validates settings and journeys (exit status 2 on a mistake) and bootstraps metrics.
     init(global: GlobalOptions, journeys: String, maxEventAgeDays: Int? = nil) throws {
         global.bootstrapLogging()
-        exporter.bootstrap()
+        let exporter = PrometheusExporter()
+        exporter.bootstrap()  // before any worker exists: metric handles bind to the factory present when created
         try KafkaLibrary.checkVersion()
         var settings = try WaymarkSettings.load(path: global.config)
         if let maxEventAgeDays { settings.worker.maxEventAgeDays = maxEventAgeDays }
         let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
-        logger = Logger(label: "waymark.worker")
-        environment = WorkerEnvironment(settings: settings, engine: engine, logger: logger)
-        client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
-        redis = RedisConfiguration(
-            host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
-            password: settings.redis.password, database: settings.redis.database,
-            connectTimeout: .milliseconds(settings.redis.connectTimeoutMilliseconds),
-            commandTimeout: .milliseconds(settings.redis.commandTimeoutMilliseconds))
+        self.init(settings: settings, engine: engine, exporter: exporter)
     }
-
-    /// Runs the services added by `body` until they end; SIGTERM/SIGINT call `stop` (a second signal exits at once).
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `worker.metrics_host:metrics_port` meanwhile.
-    func run(ready: @escaping @Sendable () -> Bool = { true }, stop: @escaping @Sendable () -> Void,
-             _ body: (inout ThrowingTaskGroup<Void, any Error>) -> Void) async throws {
-        let signals = ShutdownSignals(logger: logger, stop: stop)
-        defer { withExtendedLifetime(signals) {} }
-        let settings = environment.settings.worker
-        var server: HTTPServer?
-        if settings.metricsPort > 0 {
-            var router = HTTPRouter()
-            router.addOperationsRoutes(metrics: exporter) { Readiness(isReady: ready()) }
-            server = try HTTPServer.start(HTTPServerConfiguration(host: settings.metricsHost, port: settings.metricsPort),
-                                          router: router, logger: logger)
-            logger.info("operations endpoint up", metadata: ["http.address": "\(settings.metricsHost):\(settings.metricsPort)"])
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            body(&group)
-            try await group.waitForAll()
-        }
-        await server?.shutdown()
-        logger.info("stopped cleanly")
-    }
-}
-
-/// Turns SIGTERM and SIGINT into a graceful stop; a second signal exits immediately.
-final class ShutdownSignals {
-    private let sources: [any DispatchSourceSignal]
-
-    init(logger: Logger, stop: @escaping @Sendable () -> Void) {
-        let received = ManualFlag()
-        sources = [SIGTERM, SIGINT].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                if received.set() {
-                    logger.warning("second signal: exiting without finishing in-flight work")
-                    exit(130)
-                }
-                logger.notice("signal received: finishing in-flight work, committing, leaving the group", metadata: ["signal": "\(number)"])
-                stop()
-            }
-            source.resume()
-            return source
-        }
-    }
-
-    deinit { sources.forEach { $0.cancel() } }
-}
-
-/// A flag that reports whether it was already set.
-final class ManualFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    /// Sets the flag; returns whether it had been set before.
-    func set() -> Bool { lock.withLock { defer { value = true }; return value } }
 }
 
 /// The provider configured in `sender:`.

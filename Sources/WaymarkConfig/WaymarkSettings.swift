@@ -132,7 +132,8 @@ public struct WaymarkSettings: Sendable {
     public static let knownChannels: Set<String> = ["sms", "rcs", "whatsapp", "viber", "email", "push"]
 
     /// Loads and validates the settings file. Environment overrides (for containers):
-    /// `WAYMARK_KAFKA_BOOTSTRAP`, `WAYMARK_REDIS_HOST`, `WAYMARK_REDIS_PORT`.
+    /// `WAYMARK_KAFKA_BOOTSTRAP`, `WAYMARK_REDIS_HOST`, `WAYMARK_REDIS_PORT`, `WAYMARK_METRICS_HOST`,
+    /// `WAYMARK_METRICS_PORT`. Secrets come from the environment or a file (`*_env`, `*_file`).
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> WaymarkSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, line: 0, path: "", problem: "cannot read the file")
@@ -149,8 +150,33 @@ public struct WaymarkSettings: Sendable {
         let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker", "sender"])
 
         let kafkaNode = try reader.mapping(root["kafka"] ?? Node.mapping(.init([])), "kafka", allowed: [
-            "bootstrap_servers", "properties", "topics", "channels", "groups",
+            "bootstrap_servers", "properties", "topics", "channels", "groups", "sasl_password_env", "sasl_password_file",
         ])
+        /// A secret named by `<key>_env` (an environment variable) or `<key>_file` (a file, e.g. a mounted
+        /// Kubernetes secret; one trailing newline is dropped), never written in the YAML itself.
+        func secret(_ mapping: Node.Mapping, _ key: String, _ path: String, what: String) throws -> String? {
+            let variable = try reader.optionalString(mapping, key + "_env", path)
+            let file = try reader.optionalString(mapping, key + "_file", path)
+            if variable != nil && file != nil {
+                throw reader.fail(mapping[key + "_file"], "\(path).\(key)_file", "give \(key)_env or \(key)_file, not both")
+            }
+            if let variable {
+                guard let value = environment[variable], !value.isEmpty else {
+                    throw reader.fail(mapping[key + "_env"], "\(path).\(key)_env",
+                                      "environment variable \(variable) is not set (it should hold the \(what))")
+                }
+                return value
+            }
+            if let file {
+                guard let data = FileManager.default.contents(atPath: file), var value = String(data: data, encoding: .utf8) else {
+                    throw reader.fail(mapping[key + "_file"], "\(path).\(key)_file", "cannot read \(file) (it should hold the \(what))")
+                }
+                if value.hasSuffix("\n") { value.removeLast() }
+                guard !value.isEmpty else { throw reader.fail(mapping[key + "_file"], "\(path).\(key)_file", "\(file) is empty") }
+                return value
+            }
+            return nil
+        }
         let topicsNode = try reader.mapping(kafkaNode["topics"] ?? Node.mapping(.init([])), "kafka.topics", allowed: [
             "touchpoints", "customers", "decisions", "dead_letter", "deliveries", "outbound",
         ])
@@ -187,13 +213,20 @@ public struct WaymarkSettings: Sendable {
             journeyGroup: try reader.string(groups, "journey", "kafka.groups", default: "waymark-journey"),
             senderGroup: try reader.string(groups, "sender", "kafka.groups", default: "waymark-sender"))
         if let bootstrap = environment["WAYMARK_KAFKA_BOOTSTRAP"], !bootstrap.isEmpty { kafka.bootstrapServers = bootstrap }
+        for plaintext in ["sasl.password", "ssl.key.password", "ssl.keystore.password"] where kafka.properties[plaintext] != nil {
+            throw reader.fail(kafkaNode["properties"], "kafka.properties.\(plaintext)",
+                              "secrets do not belong in the YAML: use kafka.sasl_password_env or kafka.sasl_password_file")
+        }
+        if let password = try secret(kafkaNode, "sasl_password", "kafka", what: "Kafka SASL password") {
+            kafka.properties["sasl.password"] = password
+        }
         let names = kafka.allTopics.map(\.name)
         if Set(names).count != names.count {
             throw reader.fail(kafkaNode["topics"], "kafka.topics", "two topics share a name: \(names.sorted())")
         }
 
         let redisNode = try reader.mapping(root["redis"] ?? Node.mapping(.init([])), "redis", allowed: [
-            "host", "port", "username", "password_env", "database", "connect_timeout_ms", "command_timeout_ms",
+            "host", "port", "username", "password_env", "password_file", "database", "connect_timeout_ms", "command_timeout_ms",
             "key_prefix", "shards",
         ])
         var redis = RedisSettings(
@@ -209,13 +242,7 @@ public struct WaymarkSettings: Sendable {
         if redis.keyPrefix.isEmpty || redis.keyPrefix.contains("{") || redis.keyPrefix.contains("}") {
             throw reader.fail(redisNode["key_prefix"], "redis.key_prefix", "must be non-empty and contain no braces")
         }
-        if let variable = try reader.optionalString(redisNode, "password_env", "redis") {
-            guard let secret = environment[variable], !secret.isEmpty else {
-                throw reader.fail(redisNode["password_env"], "redis.password_env",
-                                  "environment variable \(variable) is not set (it should hold the Redis password)")
-            }
-            redis.password = secret
-        }
+        redis.password = try secret(redisNode, "password", "redis", what: "Redis password")
         if let host = environment["WAYMARK_REDIS_HOST"], !host.isEmpty { redis.host = host }
         if let port = environment["WAYMARK_REDIS_PORT"] {
             guard let value = Int(port), (1...65_535).contains(value) else {
@@ -232,7 +259,7 @@ public struct WaymarkSettings: Sendable {
         guard let policy = WorkerSettings.UnknownCustomerPolicy(rawValue: policyText) else {
             throw reader.fail(workerNode["unknown_customer"], "worker.unknown_customer", "expected process or dead_letter")
         }
-        let worker = WorkerSettings(
+        var worker = WorkerSettings(
             maxBatch: try reader.int(workerNode, "max_batch", "worker", default: 5_000, range: 1...100_000),
             pollTimeoutMilliseconds: try reader.int(workerNode, "poll_timeout_ms", "worker", default: 100, range: 1...60_000),
             maxRecordBytes: try reader.int(workerNode, "max_record_bytes", "worker", default: 65_536, range: 256...10_485_760),
@@ -247,6 +274,14 @@ public struct WaymarkSettings: Sendable {
             decisionsKept: try reader.int(workerNode, "decisions_kept", "worker", default: 50, range: 0...10_000),
             metricsPort: try reader.int(workerNode, "metrics_port", "worker", default: 9_464, range: 0...65_535),
             metricsHost: try reader.string(workerNode, "metrics_host", "worker", default: "127.0.0.1"))
+        // Containers bind the operations endpoint to the pod address; every address and port can come from the environment.
+        if let host = environment["WAYMARK_METRICS_HOST"], !host.isEmpty { worker.metricsHost = host }
+        if let port = environment["WAYMARK_METRICS_PORT"] {
+            guard let value = Int(port), (0...65_535).contains(value) else {
+                throw ConfigError(file: "environment", line: 0, path: "WAYMARK_METRICS_PORT", problem: "'\(port)' is not a port")
+            }
+            worker.metricsPort = value
+        }
         let senderNode = try reader.mapping(root["sender"] ?? Node.mapping(.init([])), "sender", allowed: [
             "provider", "file_path", "webhook_url", "timeout_ms", "rate_per_second", "burst", "max_attempts",
             "retry_backoff_ms", "concurrency", "claim_stale_ms",

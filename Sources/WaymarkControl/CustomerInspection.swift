@@ -256,10 +256,10 @@ extension CustomerReport {
         if let p = profile {
             out.append("  timezone: \(p.timezone ?? "-")   locale: \(p.locale ?? "-")   from customers \(p.source ?? "?")")
             for channel in p.contacts.keys.sorted() {
-                out.append("  \(channel.padding(toLength: 9, withPad: " ", startingAt: 0)) \(p.contacts[channel]!)  consent: \(p.consent[channel].map { $0 ? "yes" : "no" } ?? "no")")
+                out.append("  \(channel.padding(toLength: max(9, channel.count), withPad: " ", startingAt: 0)) \(p.contacts[channel]!)  consent: \(p.consent[channel].map { $0 ? "yes" : "no" } ?? "no")")
             }
             for channel in p.consent.keys.sorted() where p.contacts[channel] == nil {
-                out.append("  \(channel.padding(toLength: 9, withPad: " ", startingAt: 0)) (no contact)  consent: \(p.consent[channel]! ? "yes" : "no")")
+                out.append("  \(channel.padding(toLength: max(9, channel.count), withPad: " ", startingAt: 0)) (no contact)  consent: \(p.consent[channel]! ? "yes" : "no")")
             }
             if !p.preferredChannels.isEmpty { out.append("  preferred: \(p.preferredChannels.joined(separator: ", "))") }
             if !p.attributes.isEmpty {
@@ -273,7 +273,8 @@ extension CustomerReport {
         for i in instances {
             out.append("  \(i.journey) v\(i.version)\(i.key.isEmpty ? "" : " [\(i.key)]"): stage \(i.stage.isEmpty ? "-" : i.stage)\(i.step.isEmpty ? "" : ", waiting at \(i.step)")")
             out.append("    entered       \(t(i.enteredAt))  (caused by \(i.causedBy))")
-            for s in i.stagesReached { out.append("    → \(s.stage.padding(toLength: 11, withPad: " ", startingAt: 0)) \(t(s.at))") }
+            let width = max(11, i.stagesReached.map(\.stage.count).max() ?? 0)  // never cut a stage name
+            for s in i.stagesReached { out.append("    → \(s.stage.padding(toLength: width, withPad: " ", startingAt: 0)) \(t(s.at))") }
             if let wake = i.wakeAt { out.append("    wakes at      \(t(wake))") }
         }
         for e in ended { out.append("  ended: \(e.journey)\(e.key.isEmpty ? "" : " [\(e.key)]") at \(t(e.endedAt))") }
@@ -282,7 +283,7 @@ extension CustomerReport {
         if caps.isEmpty && capHistory.isEmpty { out.append("  nothing counted") }
         for c in caps {
             let scope = [c.channel.map { "channel \($0)" }, c.journey.map { "journey \($0)" }].compactMap { $0 }.joined(separator: ", ")
-            out.append("  \(c.name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(c.used)/\(c.limit) per \(c.window)\(scope.isEmpty ? "" : " (\(scope))")\(c.freesAt.map { "  FULL until \(t($0))" } ?? "")")
+            out.append("  \(c.name.padding(toLength: max(24, c.name.count), withPad: " ", startingAt: 0)) \(c.used)/\(c.limit) per \(c.window)\(scope.isEmpty ? "" : " (\(scope))")\(c.freesAt.map { "  FULL until \(t($0))" } ?? "")")
         }
         if !capHistory.isEmpty {
             out.append("  counted sends and reservations:")

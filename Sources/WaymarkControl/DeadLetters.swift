@@ -84,10 +84,13 @@ public struct RedriveFilter: Sendable {
     public var reason: String?
     /// Only records dead-lettered at or after this time (ms).
     public var since: Int64?
+    /// Also records that failed again after an earlier redrive.
+    public var includeFailedAgain: Bool
 
-    public init(reason: String? = nil, since: Int64? = nil) {
+    public init(reason: String? = nil, since: Int64? = nil, includeFailedAgain: Bool = false) {
         self.reason = reason
         self.since = since
+        self.includeFailedAgain = includeFailedAgain
     }
 
     public func matches(_ letter: DeadLetter) -> Bool {
@@ -107,6 +110,9 @@ public struct RedriveResult: Sendable, Codable {
     public var noSource = 0
     /// Records a crashed earlier run claimed but may not have published: left alone, listed as `partition:offset`.
     public var inDoubt: [String] = []
+    /// Matching records that are themselves a redriven record dead-lettered again: skipped unless the
+    /// filter includes them (redriving them again would fail the same way on every run).
+    public var failedAgain = 0
     /// Redriven counts per source topic.
     public var byTopic: [String: Int] = [:]
 }
@@ -198,6 +204,8 @@ public struct DeadLetterQueue: Sendable {
                 if mark.hasPrefix("pending") { result.inDoubt.append("\(letter.partition):\(letter.offset)") } else { result.alreadyRedriven += 1 }
             } else if letter.sourceTopic == nil || letter.sourceTopic!.isEmpty {
                 result.noSource += 1
+            } else if !filter.includeFailedAgain && letter.headers.contains(where: { $0.name == DeadLetter.redrivenFromHeader }) {
+                result.failedAgain += 1
             } else {
                 candidates.append(letter)
             }

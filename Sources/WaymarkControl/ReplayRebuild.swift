@@ -1,9 +1,11 @@
 import Foundation
+import Logging
 import WaymarkEngine
 import WaymarkIngest
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
+import WaymarkWorkers
 
 /// What a rebuild did.
 public struct RebuildReport: Sendable, Codable {
@@ -17,6 +19,16 @@ public struct RebuildReport: Sendable, Codable {
     /// Customers with a future timer or held message, re-indexed for the scheduler.
     public var rescheduled = 0
     public var conflicts = 0
+    /// Customers whose stored state could not be decoded: left untouched (see `StateCommitter`).
+    public var unreadable: [String] = []
+}
+
+/// What re-deriving one customer produced.
+struct Rebuilt: Sendable {
+    /// Messages the old and new rules would have sent before now (not sent again).
+    var notResent: Int
+    /// Whether a timer or held message is still in the future.
+    var rescheduled: Bool
 }
 
 /// Thrown by a rebuild stopped on purpose (tests) or by a fence lost to another holder.
@@ -107,40 +119,41 @@ public struct ReplayRebuild: Sendable {
         report.customers = customers.count
         report.resumedPast = min(done, customers.count)
 
+        let committer = StateCommitter(store: store, logger: Logger(label: "waymark.replay"))
         var index = done
         while index < customers.count {
             if let limit = interruptAfter, index >= limit { throw RebuildInterrupted(afterCustomers: index) }
             let end = min(index + batchSize, customers.count, interruptAfter ?? .max)
-            var pending = Array(customers[index..<end])
-            var attempts = 0
-            while !pending.isEmpty, attempts < 20 {
-                attempts += 1
-                let loaded = try await store.load(pending)
-                var writes: [StateWrite] = []
-                for stored in loaded {
-                    let history = byCustomer[stored.customer]!.enumerated()
-                        .sorted { ($0.element.occurredAt, $0.offset) < ($1.element.occurredAt, $1.offset) }.map(\.element)
-                    let profile = profiles[stored.customer]
-                    let start = current.process(CustomerState(), customerID: stored.customer, profile: profile,
-                                                touchpoints: history.filter { $0.occurredAt < from },
-                                                now: from.adding(TimeSpan(milliseconds: -1)), timing: .replay)
-                    let result = proposed.process(start.state, customerID: stored.customer, profile: profile,
-                                                  touchpoints: history.filter { $0.occurredAt >= from }, now: now, timing: .replay)
-                    if attempts == 1 {
-                        report.pastMessagesNotResent += start.messages.count + result.messages.count
-                        if result.nextWakeUp != nil { report.rescheduled += 1 }
-                    }
-                    writes.append(StateWrite(customer: stored.customer, expectedVersion: stored.version, state: result.state.encoded(),
-                                             nextWakeup: result.nextWakeUp?.milliseconds))
-                }
-                let outcomes = try await store.commit(writes, now: Int64(Date().timeIntervalSince1970 * 1000))
-                pending = zip(writes, outcomes).compactMap { write, outcome in
-                    if case .conflict = outcome { return write.customer }
-                    return nil
-                }
-                report.conflicts += pending.count
+            let batch = Array(customers[index..<end])
+            let (outcomes, run) = try await committer.run(batch, wallNow: { Int64(Date().timeIntervalSince1970 * 1000) }) {
+                (stored, _) -> (StateWrite, Rebuilt)? in
+                let history = byCustomer[stored.customer]!.enumerated()
+                    .sorted { ($0.element.occurredAt, $0.offset) < ($1.element.occurredAt, $1.offset) }.map(\.element)
+                let profile = profiles[stored.customer]
+                let start = current.process(CustomerState(), customerID: stored.customer, profile: profile,
+                                            touchpoints: history.filter { $0.occurredAt < from },
+                                            now: from.adding(TimeSpan(milliseconds: -1)), timing: .replay)
+                let result = proposed.process(start.state, customerID: stored.customer, profile: profile,
+                                              touchpoints: history.filter { $0.occurredAt >= from }, now: now, timing: .replay)
+                let write = StateWrite(customer: stored.customer, expectedVersion: stored.version, state: result.state.encoded(),
+                                       nextWakeup: result.nextWakeUp?.milliseconds)
+                return (write, Rebuilt(notResent: start.messages.count + result.messages.count, rescheduled: result.nextWakeUp != nil))
             }
-            report.rebuilt += end - index
+            report.conflicts += run.conflicts
+            for customer in batch {
+                switch outcomes[customer] {
+                case .committed(_, _, let payload)?:
+                    report.rebuilt += 1
+                    report.pastMessagesNotResent += payload.notResent
+                    if payload.rescheduled { report.rescheduled += 1 }
+                case .unreadable?:
+                    report.unreadable.append(customer)
+                case .skipped?:
+                    break
+                case .conflicting?, nil:
+                    throw RebuildInterrupted(afterCustomers: index)  // resumable: run the same rebuild again
+                }
+            }
             index = end
             _ = try await connection.send(RedisCommand("HSET", checkpointKey, "done", index))
             try await fence.renew(holder: id, ttlSeconds: 300)

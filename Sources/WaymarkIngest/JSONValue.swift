@@ -31,6 +31,9 @@ public enum RejectionReason: String, Sendable, Hashable, CaseIterable {
     case invalidLocale = "invalid_locale"
     /// A channel name Waymark does not know in a profile's `contacts`, `consent` or `preferred_channels`.
     case unknownChannel = "unknown_channel"
+    /// The customer's stored journey state cannot be decoded (corrupt, or written by a newer version);
+    /// the state is left untouched and the events wait here for a re-drive.
+    case unreadableState = "unreadable_state"
     /// A message every allowed channel's provider refused (sender side).
     case deliveryFailed = "delivery_failed"
 }

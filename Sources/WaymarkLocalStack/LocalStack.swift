@@ -25,6 +25,9 @@ public enum LocalStackError: Error, CustomStringConvertible {
 /// Locates the binaries the stack runs. Environment variables win; then the project's `.venv`
 /// (installed by `deploy/scripts/setup.sh`); then `PATH`.
 public enum LocalTools {
+    /// A TCP port on 127.0.0.1 that was free a moment ago (for a test's own servers).
+    public static func freePort() throws -> Int { try LoopbackNetwork.freePort() }
+
     /// The repository root, found by walking up from the working directory or from this source file.
     public static var projectRoot: URL? {
         var candidates = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]

@@ -268,6 +268,17 @@ public final class RedisStateStore: Sendable {
         return gate
     }
 
+    /// Removes due-index entries of customers without state, and moves those of `postpone` to `to`
+    /// (ms) at the earliest, in one round trip.
+    public func rescheduleWakeUps(remove: [String], postpone: [String], to: Int64) async throws {
+        var commands = remove.map { RedisCommand("ZREM", keys.due(shard: keys.shard(of: $0)), $0) }
+        commands += postpone.map { RedisCommand("ZADD", keys.due(shard: keys.shard(of: $0)), "XX", "GT", Int(to), $0) }
+        if commands.isEmpty { return }
+        for reply in try await connection.pipeline(commands) {
+            if let message = reply.errorMessage { throw StateStoreError(message: "reschedule wake-ups: \(message)") }
+        }
+    }
+
     /// Customers whose next wake-up is at or before `now`, up to `limit` per shard, in one round trip.
     public func dueCustomers(now: Int64, shards: Range<Int>? = nil, limitPerShard: Int = 1_000) async throws -> [(customer: String, dueAt: Int64)] {
         let range = shards ?? 0..<keys.shards

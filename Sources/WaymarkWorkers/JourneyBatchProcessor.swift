@@ -53,19 +53,20 @@ public struct BatchStats: Sendable {
 }
 
 /// Turns a batch of Kafka records into committed state changes: validates and parses records,
-/// stores profiles, loads every customer's state in one pipeline, runs the engine per customer
-/// (events in partition order), and commits all state changes with their outbox entries in one
-/// pipeline of compare-and-set scripts. Conflicting customers (another writer got there first) are
-/// reloaded and recomputed; event-id deduplication makes that safe.
+/// stores profiles, then (``StateCommitter``) loads every customer's state in one pipeline, runs the
+/// engine per customer (events in partition order), and commits all state changes with their outbox
+/// entries in one pipeline of compare-and-set scripts, recomputing customers another writer got to first.
 public struct JourneyBatchProcessor: Sendable {
     public let environment: WorkerEnvironment
     public let store: RedisStateStore
     private let profileCache: ProfileCache
+    private let committer: StateCommitter
 
     public init(environment: WorkerEnvironment, store: RedisStateStore, profileCacheSize: Int = 50_000) {
         self.environment = environment
         self.store = store
         self.profileCache = ProfileCache(capacity: profileCacheSize, parser: environment.parser)
+        self.committer = StateCommitter(store: store, logger: environment.logger)
     }
 
     var kafka: KafkaSettings { environment.settings.kafka }
@@ -130,111 +131,90 @@ public struct JourneyBatchProcessor: Sendable {
         }
         output.stats.customers = order.count
 
-        var pending = order
-        var attempt = 0
-        while !pending.isEmpty {
-            attempt += 1
-            if attempt > 50 {
-                throw StateStoreError(message: "customers kept conflicting after 50 attempts: \(pending.count) left")
+        let (outcomes, run) = try await committer.run(order, wallNow: { WallClock.now().milliseconds }) {
+            (stored, state) -> (StateWrite, EngineResult)? in
+            let customer = stored.customer
+            let profile = profileCache.profile(customer, bytes: stored.profile)
+            if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter { return nil }
+            // The customer's watermark: the latest event time read from its lagging partitions.
+            var watermark: Timestamp? = nil
+            for partition in customerPartitions[customer] ?? [] {
+                let read = max((lagging[partition] ?? nil) ?? .min, output.eventTimes[partition] ?? .min)
+                watermark = min(watermark ?? Timestamp(milliseconds: read), Timestamp(milliseconds: read))
             }
-            let loadStart = ContinuousClock.now
-            let loaded = try await store.load(pending)
-            let engineStart = ContinuousClock.now
-            output.stats.loadMilliseconds += (engineStart - loadStart).milliseconds
-            var writes: [StateWrite] = []
-            var results: [(String, EngineResult)] = []
-            writes.reserveCapacity(loaded.count)
-            for stored in loaded {
-                let customer = stored.customer
-                let state: CustomerState
-                do {
-                    state = try stored.state.map { try CustomerState(decoding: $0) } ?? CustomerState()
-                } catch {
-                    // Never drop events silently: an unreadable state sends them to the DLQ.
-                    environment.logger.error("unreadable customer state", metadata: ["error": "\(error)", "state.shard": "\(store.keys.shard(of: customer))"])
-                    for record in recordsOf(customer, in: records) {
-                        deadLetter(record, Rejection(.unknownCustomer, "stored state unreadable: \(error)"), now: now, into: &output)
-                    }
-                    continue
+            let result = environment.engine.process(state, customerID: customer, profile: profile,
+                                                    touchpoints: events[customer] ?? [], now: now, timing: .live,
+                                                    watermark: watermark)
+            return (write(for: customer, version: stored.version, result: result), result)
+        }
+        output.stats.loadMilliseconds += run.loadMilliseconds
+        output.stats.engineMilliseconds += run.computeMilliseconds
+        output.stats.commitMilliseconds += run.commitMilliseconds
+        output.stats.conflicts += run.conflicts
+        for customer in order {
+            switch outcomes[customer] {
+            case .committed(let version, let write, let result)?:
+                collect(customer, version: version, write: write, result: result, into: &output)
+                output.stats.duplicates += result.duplicateEvents
+                output.stats.stateBytes += write.state.count
+                output.stats.outboxBytes += write.outbox.reduce(0) { $0 + $1.value.count } + write.decisions.reduce(0) { $0 + $1.count }
+            case .skipped?:
+                // No profile and `unknown_customer: dead_letter`.
+                for record in eventRecords[customer] ?? [] {
+                    deadLetter(record, Rejection(.unknownCustomer, "no profile for this customer"), now: now, into: &output)
                 }
-                let profile = profileCache.profile(customer, bytes: stored.profile)
-                if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter {
-                    for record in eventRecords[customer] ?? [] {
-                        deadLetter(record, Rejection(.unknownCustomer, "no profile for this customer"), now: now, into: &output)
-                    }
-                    continue
+            case .unreadable(let error)?:
+                // Never drop events silently: with the state unreadable they go to the DLQ (re-drive them
+                // once the state is repaired, or the worker that can read it is deployed).
+                for record in recordsOf(customer, in: records) {
+                    deadLetter(record, Rejection(.unreadableState, "stored state unreadable: \(error.reason) at byte \(error.offset)"),
+                               now: now, into: &output)
                 }
-                // The customer's watermark: the latest event time read from its lagging partitions.
-                var watermark: Timestamp? = nil
-                for partition in customerPartitions[customer] ?? [] {
-                    let read = max((lagging[partition] ?? nil) ?? .min, output.eventTimes[partition] ?? .min)
-                    watermark = min(watermark ?? Timestamp(milliseconds: read), Timestamp(milliseconds: read))
-                }
-                let result = environment.engine.process(state, customerID: customer, profile: profile,
-                                                        touchpoints: events[customer] ?? [], now: now, timing: .live,
-                                                        watermark: watermark)
-                writes.append(write(for: customer, version: stored.version, result: result))
-                results.append((customer, result))
+            case .conflicting?, nil:
+                throw StateStoreError(message: "customers kept conflicting after \(committer.maxAttempts) attempts; the batch is retried")
             }
-            let commitStart = ContinuousClock.now
-            output.stats.engineMilliseconds += (commitStart - engineStart).milliseconds
-            let outcomes = try await store.commit(writes, now: WallClock.now().milliseconds)  // outbox age is wall-clock time (crash recovery), not business time
-            output.stats.commitMilliseconds += (ContinuousClock.now - commitStart).milliseconds
-            for w in writes {
-                output.stats.stateBytes += w.state.count
-                output.stats.outboxBytes += w.outbox.reduce(0) { $0 + $1.value.count } + w.decisions.reduce(0) { $0 + $1.count }
-            }
-            var conflicted: [String] = []
-            for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
-                switch outcome {
-                case .committed(let version):
-                    if !write.outbox.isEmpty { output.outbox.append((customer, [RedisStateStore.outboxEntryID(version: version)], write.outbox)) }
-                    output.stats.duplicates += result.duplicateEvents
-                    output.stats.messages += result.messages.count
-                    for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
-                case .conflict:
-                    conflicted.append(customer)
-                }
-            }
-            output.stats.conflicts += conflicted.count
-            pending = conflicted
         }
         return output
     }
 
     /// Fires due timers and deferred releases for `customers` (a scheduler tick). `watermark`: the
     /// event time every touchpoint partition has been read up to, when some are behind (see
-    /// ``RedisStateStore/eventTimeGate(now:wallNow:staleAfterMs:)``); `nil` when all are caught up.
+    /// `RedisStateStore.eventTimeGate`); `nil` when all are caught up.
+    ///
+    /// A customer in the due index without state (erased meanwhile) is removed from it; one whose
+    /// state is unreadable is looked at again a minute later (counted and logged each time); one still
+    /// conflicting stays due and is taken up by the next tick.
     public func wake(_ customers: [String], now: Timestamp, watermark: Timestamp? = nil) async throws -> BatchOutput {
         var output = BatchOutput()
-        var pending = customers
-        var attempt = 0
-        while !pending.isEmpty, attempt < 50 {
-            attempt += 1
-            let loaded = try await store.load(pending)
-            var writes: [StateWrite] = []
-            var results: [(String, EngineResult)] = []
-            for stored in loaded {
-                guard let bytes = stored.state, let state = try? CustomerState(decoding: bytes) else { continue }
-                let profile = profileCache.profile(stored.customer, bytes: stored.profile)
-                let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live,
-                                                     watermark: watermark)
-                writes.append(write(for: stored.customer, version: stored.version, result: result))
-                results.append((stored.customer, result))
-            }
-            let outcomes = try await store.commit(writes, now: WallClock.now().milliseconds)  // outbox age is wall-clock time (crash recovery), not business time
-            var conflicted: [String] = []
-            for ((customer, result), (write, outcome)) in zip(results, zip(writes, outcomes)) {
-                guard case .committed(let version) = outcome else { conflicted.append(customer); continue }
-                if !write.outbox.isEmpty { output.outbox.append((customer, [RedisStateStore.outboxEntryID(version: version)], write.outbox)) }
-                output.stats.messages += result.messages.count
-                for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
-            }
-            output.stats.conflicts += conflicted.count
-            pending = conflicted
+        var withoutState: [String] = []
+        let (outcomes, run) = try await committer.run(customers, wallNow: { WallClock.now().milliseconds }) {
+            (stored, state) -> (StateWrite, EngineResult)? in
+            guard stored.state != nil else { return nil }
+            let profile = profileCache.profile(stored.customer, bytes: stored.profile)
+            let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live,
+                                                 watermark: watermark)
+            return (write(for: stored.customer, version: stored.version, result: result), result)
         }
+        output.stats.conflicts += run.conflicts
+        var unreadable: [String] = []
+        for customer in customers {
+            switch outcomes[customer] {
+            case .committed(let version, let write, let result)?: collect(customer, version: version, write: write, result: result, into: &output)
+            case .skipped?: withoutState.append(customer)
+            case .unreadable?: unreadable.append(customer)
+            case .conflicting?, nil: break
+            }
+        }
+        try await store.rescheduleWakeUps(remove: withoutState, postpone: unreadable, to: WallClock.now().milliseconds + 60_000)
         output.stats.customers = customers.count
         return output
+    }
+
+    /// Adds a committed customer's outbox and decision counts to `output`.
+    private func collect(_ customer: String, version: Int64, write: StateWrite, result: EngineResult, into output: inout BatchOutput) {
+        if !write.outbox.isEmpty { output.outbox.append((customer, [RedisStateStore.outboxEntryID(version: version)], write.outbox)) }
+        output.stats.messages += result.messages.count
+        for decision in result.decisions { output.stats.decisions[decision.reason, default: 0] += 1 }
     }
 
     private func write(for customer: String, version: Int64, result: EngineResult) -> StateWrite {

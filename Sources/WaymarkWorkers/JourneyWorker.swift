@@ -1,8 +1,10 @@
 import Logging
 import Metrics
+import ServiceLifecycle
 import Synchronization
 import WaymarkConfig
 import WaymarkEngine
+import WaymarkIngest
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
@@ -17,13 +19,17 @@ import WaymarkState
 ///
 /// A crash anywhere replays the batch from the last committed offsets: event-id deduplication
 /// in the state makes the replay a no-op, and outbox entries written before the crash are
-/// published by outbox recovery (``Scheduler``). ``stop()`` finishes the batch in flight,
-/// commits and leaves the group.
-public final class JourneyWorker: Sendable {
+/// published by outbox recovery (``Scheduler``).
+///
+/// A swift-service-lifecycle `Service`: graceful shutdown (SIGTERM/SIGINT in a `ServiceGroup`) or
+/// ``stop()`` finishes the batch in flight, publishes, commits and leaves the group; cancellation
+/// ends it at once (see ``StopControl``). Every retry honours both.
+public final class JourneyWorker: Service, Sendable {
     public let environment: WorkerEnvironment
     private let client: KafkaClientConfiguration
     private let redis: RedisConfiguration
-    private let stopping = Mutex(false)
+    /// Stop requests, graceful shutdown and cancellation.
+    public let control = StopControl()
     private let totals = Mutex(BatchStats())
     private let readiness = Mutex(false)
 
@@ -39,7 +45,7 @@ public final class JourneyWorker: Sendable {
     }
 
     /// Asks the worker to finish its current batch, commit and leave the group.
-    public func stop() { stopping.withLock { $0 = true } }
+    public func stop() { control.request() }
 
     /// `true` once connected and subscribed, until stopping.
     public var isReady: Bool { readiness.withLock { $0 } }
@@ -47,9 +53,19 @@ public final class JourneyWorker: Sendable {
     /// Everything processed so far.
     public var stats: BatchStats { totals.withLock { $0 } }
 
-    /// Runs until ``stop()``.
+    /// Runs until ``stop()``, graceful shutdown or cancellation.
     public func run() async throws {
+        try await control.run { try await self.work() }
+    }
+
+    private func work() async throws {
         let settings = environment.settings
+        // Every labelled counter exists from the start (at 0), so dashboards and alerts see a series
+        // before the first dead letter or decision of a kind, not only after.
+        for reason in RejectionReason.allCases { Counter(label: "waymark_dead_letters_total", dimensions: [("reason", reason.rawValue)]).increment(by: 0) }
+        for reason in DecisionReason.allCases { Counter(label: "waymark_decisions_total", dimensions: [("reason", reason.rawValue)]).increment(by: 0) }
+        Counter(label: "waymark_state_conflicts_total").increment(by: 0)
+        Counter(label: "waymark_state_unreadable_total").increment(by: 0)
         let logger = environment.logger
         let connection = try await RedisConnection.connect(redis, logger: logger)
         let store = environment.stateStore(connection)
@@ -65,7 +81,8 @@ public final class JourneyWorker: Sendable {
                                          rebalanceListener: inFlight, logger: logger)
         try consumer.subscribe([settings.kafka.touchpoints.name, settings.kafka.customers.name, settings.kafka.deliveries.name])
         let processor = JourneyBatchProcessor(environment: environment, store: store)
-        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(publishConnection), logger: logger)
+        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(publishConnection), logger: logger,
+                                        giveUp: { [control] in control.shouldGiveUp })
         readiness.withLock { $0 = true }
         logger.info("journey worker running", metadata: ["kafka.group": "\(settings.kafka.journeyGroup)"])
         defer { readiness.withLock { $0 = false } }
@@ -75,20 +92,22 @@ public final class JourneyWorker: Sendable {
         // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
         let fence = Fence(connection: connection, prefix: environment.keys.prefix)
         var eventTimeRead: [KafkaTopicPartition: Int64] = [:]
-        while !stopping.withLock({ $0 }) {
+        while !control.isStopping {
             var polled = try await consumer.poll(maxRecords: settings.worker.maxBatch,
                                                  timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
             if polled.isEmpty { continue }
-            // A replay rebuild is re-deriving state: hold this batch, stay in the group, wait.
-            if let holder = try? await fence.current() {
+            // A replay rebuild is re-deriving state: hold this batch, stay in the group, wait. The
+            // fence fails closed: while it cannot be read (Redis away), nothing is written either.
+            if let holder = try await publisher.retrying("read the rebuild fence", { try await fence.current() }) {
                 await inFlight.finish()
                 let paused = Array(consumer.assignment)
                 try? consumer.pause(paused)
                 logger.notice("fenced: state writes paused", metadata: ["fence.holder": "\(holder)"])
-                while (try? await fence.current()) != nil, !stopping.withLock({ $0 }) {
+                while !control.isStopping, try await publisher.retrying("read the rebuild fence", { try await fence.current() }) != nil {
                     polled += try await consumer.poll(maxRecords: settings.worker.maxBatch, timeout: .milliseconds(200))
                 }
                 try? consumer.resume(paused)
+                if control.isStopping { break }  // the held batch is not processed: its offsets stay uncommitted
                 logger.notice("fence lifted: resuming")
             }
             let batch = polled
@@ -188,8 +207,11 @@ public final class JourneyWorker: Sendable {
         for (reason, count) in stats.decisions {
             Counter(label: "waymark_decisions_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
         }
-        for (reason, count) in stats.deadLettered {
+        for (reason, count) in stats.deadLettered.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             Counter(label: "waymark_dead_letters_total", dimensions: [("reason", reason.rawValue)]).increment(by: count)
+            environment.logger.warning("records dead-lettered", metadata: [
+                "dlq.reason": "\(reason.rawValue)", "dlq.count": "\(count)", "kafka.topic": "\(environment.settings.kafka.deadLetter.name)",
+            ])
         }
         if stats.conflicts > 0 { Counter(label: "waymark_state_conflicts_total").increment(by: stats.conflicts) }
     }

@@ -13,13 +13,14 @@ public struct OutboxPublisher: Sendable {
     public let producer: KafkaProducer
     public let store: RedisStateStore
     public let logger: Logger
-    /// Stop retrying (and throw) once this returns `true`, for example after a hard shutdown deadline.
-    public var giveUp: @Sendable () -> Bool = { false }
+    /// Stop retrying (and throw) once this returns `true`: cancelled, or past the drain deadline of a stop.
+    public let giveUp: @Sendable () -> Bool
 
-    public init(producer: KafkaProducer, store: RedisStateStore, logger: Logger) {
+    public init(producer: KafkaProducer, store: RedisStateStore, logger: Logger, giveUp: @escaping @Sendable () -> Bool = { false }) {
         self.producer = producer
         self.store = store
         self.logger = logger
+        self.giveUp = giveUp
     }
 
     /// Bytes kept of a record the broker refuses as too large.
@@ -49,7 +50,7 @@ public struct OutboxPublisher: Sendable {
             do {
                 reports = try await producer.send(pending)
             } catch {
-                if giveUp() { throw error }
+                if giveUp() || Task.isCancelled { throw error }
                 logger.warning("publish failed; retrying", metadata: ["error": "\(error)", "records": "\(pending.count)"])
                 try await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))

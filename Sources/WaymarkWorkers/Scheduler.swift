@@ -1,5 +1,6 @@
 import Logging
 import Metrics
+import ServiceLifecycle
 import Synchronization
 import WaymarkEngine
 import WaymarkKafka
@@ -14,11 +15,15 @@ import WaymarkState
 /// several schedulers can run at once: a release committed by one is seen as already done by the
 /// others. A burst at the end of quiet hours arrives pre-spread (the engine offsets each release by
 /// its message id hash within the configured spread).
-public final class Scheduler: Sendable {
+///
+/// A swift-service-lifecycle `Service`: graceful shutdown, ``stop()`` or cancellation end it after
+/// the tick in flight (see ``StopControl``).
+public final class Scheduler: Service, Sendable {
     public let environment: WorkerEnvironment
     private let client: KafkaClientConfiguration
     private let redis: RedisConfiguration
-    private let stopping = Mutex(false)
+    /// Stop requests, graceful shutdown and cancellation.
+    public let control = StopControl()
     private let totals = Mutex(SchedulerStats())
 
     /// Counters of what the scheduler did.
@@ -35,36 +40,41 @@ public final class Scheduler: Sendable {
         self.redis = redis
     }
 
-    public func stop() { stopping.withLock { $0 = true } }
+    public func stop() { control.request() }
     public var stats: SchedulerStats { totals.withLock { $0 } }
 
-    /// Runs until ``stop()``.
+    /// Runs until ``stop()``, graceful shutdown or cancellation.
     public func run() async throws {
+        try await control.run { try await self.work() }
+    }
+
+    private func work() async throws {
         let logger = environment.logger
         let connection = try await RedisConnection.connect(redis, logger: logger)
         let store = environment.stateStore(connection)
         try await store.prepare()
         let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
         let processor = JourneyBatchProcessor(environment: environment, store: store)
-        let publisher = OutboxPublisher(producer: producer, store: store, logger: logger)
+        let publisher = OutboxPublisher(producer: producer, store: store, logger: logger,
+                                        giveUp: { [control] in control.shouldGiveUp })
         let interval = Duration.milliseconds(environment.settings.worker.schedulerIntervalMilliseconds)
         logger.info("scheduler running", metadata: ["interval.ms": "\(environment.settings.worker.schedulerIntervalMilliseconds)"])
         var tick = 0
         let fence = Fence(connection: connection, prefix: environment.keys.prefix)
-        while !stopping.withLock({ $0 }) {
+        while !control.isStopping {
             let started = ContinuousClock.now
-            if (try? await fence.current()) != nil {  // a replay rebuild owns the state for now
-                try? await Task.sleep(for: interval)
-                continue
-            }
             do {
-                try await self.tick(store: store, processor: processor, publisher: publisher, recover: tick % 4 == 0)
+                // A replay rebuild owns the state for now. Fails closed: an unreadable fence skips the tick.
+                if try await fence.current() == nil {
+                    try await self.tick(store: store, processor: processor, publisher: publisher, recover: tick % 4 == 0)
+                    tick += 1
+                }
             } catch {
+                if control.isStopping { break }
                 logger.warning("scheduler tick failed; retrying next tick", metadata: ["error": "\(error)"])
             }
-            tick += 1
             let elapsed = ContinuousClock.now - started
-            if elapsed < interval { try? await Task.sleep(for: interval - elapsed) }
+            if elapsed < interval, await !control.sleep(for: interval - elapsed) { break }
         }
         await producer.close()
         await connection.close()

@@ -1,5 +1,6 @@
 import Logging
 import Metrics
+import ServiceLifecycle
 import Synchronization
 import WaymarkConfig
 import WaymarkEngine
@@ -21,13 +22,17 @@ public let attemptHeader = "x-waymark-attempt"
 /// permanent failure falls back to the next allowed channel or ends in the dead-letter topic.
 /// Receipts (`message_delivered`, `message_failed`) go to `deliveries`, decisions to
 /// `journey.decisions`. Offsets are committed only after all of that is durable.
-public final class SenderWorker: Sendable {
+///
+/// A swift-service-lifecycle `Service`: graceful shutdown, ``stop()`` or cancellation end it after
+/// the batch in flight (see ``StopControl``).
+public final class SenderWorker: Service, Sendable {
     public let environment: WorkerEnvironment
     public let channels: [Channel]
     private let provider: any MessageProvider
     private let client: KafkaClientConfiguration
     private let redis: RedisConfiguration
-    private let stopping = Mutex(false)
+    /// Stop requests, graceful shutdown and cancellation.
+    public let control = StopControl()
     private let totals = Mutex(SenderStats())
 
     /// What a sender did.
@@ -52,20 +57,30 @@ public final class SenderWorker: Sendable {
         self.redis = redis
     }
 
-    public func stop() { stopping.withLock { $0 = true } }
+    public func stop() { control.request() }
     public var stats: SenderStats { totals.withLock { $0 } }
 
+    /// Runs until ``stop()``, graceful shutdown or cancellation.
     public func run() async throws {
+        try await control.run { try await self.work() }
+    }
+
+    private func work() async throws {
         let settings = environment.settings
+        for channel in channels {  // series exist from the start, at 0
+            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name), ("channel", channel.rawValue)]).increment(by: 0)
+        }
+        Counter(label: "waymark_dead_letters_total", dimensions: [("reason", RejectionReason.deliveryFailed.rawValue)]).increment(by: 0)
         let logger = environment.logger
         let connection = try await RedisConnection.connect(redis, logger: logger)
         let store = SenderStore(connection: connection, keys: environment.keys)
         let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
         let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.senderGroup), logger: logger)
         try consumer.subscribe(channels.map { settings.kafka.outboundTopic($0.rawValue) })
-        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(connection), logger: logger)
+        let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(connection), logger: logger,
+                                        giveUp: { [control] in control.shouldGiveUp })
         logger.info("sender running", metadata: ["channels": "\(channels.map(\.rawValue))", "provider": "\(provider.name)"])
-        while !stopping.withLock({ $0 }) {
+        while !control.isStopping {
             let batch = try await consumer.poll(maxRecords: 500, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
             if batch.isEmpty { continue }
             let output = try await publisher.retrying("send batch") { try await self.send(batch, store: store) }
@@ -161,11 +176,13 @@ public final class SenderWorker: Sendable {
         try await store.park(busy, releaseClaims: false)
 
         let results = try await deliver(toSend, store: store)
+        var delivered: [Channel: Int] = [:]
         var retries: [(customer: String, messageID: String, topic: String, message: [UInt8], attempt: Int, due: Int64)] = []
         for ((message, attempt, _), result) in zip(toSend, results) {
             switch result {
             case .accepted:
                 stats.delivered += 1
+                delivered[message.channel, default: 0] += 1
                 out.append(receipt(message, type: "message_delivered", now: now, detail: nil))
             case .transientFailure(let reason) where attempt < settings.sender.maxAttempts:
                 let backoff = min(Int64(settings.sender.retryBackoffMilliseconds) << Int64(min(attempt - 1, 20)), 300_000)
@@ -174,6 +191,10 @@ public final class SenderWorker: Sendable {
                 stats.retried += 1
                 environment.logger.info("provider failed transiently; retrying", metadata: ["reason": "\(reason)", "attempt": "\(attempt)"])
             case .transientFailure(let reason), .permanentFailure(let reason):
+                environment.logger.warning("provider refused a message", metadata: [
+                    "provider": "\(provider.name)", "channel": "\(message.channel.rawValue)", "message.id": "\(message.messageID)",
+                    "reason": "\(reason)", "attempt": "\(attempt)",
+                ])
                 try await store.release(customer: message.customerID, messageID: message.messageID.description)
                 if let fallback = nextChannel(after: message, profile: profiles[message.customerID]) {
                     var copy = message
@@ -195,12 +216,17 @@ public final class SenderWorker: Sendable {
                                   KafkaHeader(name: DeadLetterHeader.deadLetteredAt, string: String(now.milliseconds))]))
                     stats.failed += 1
                     stats.deadLettered += 1
+                    Counter(label: "waymark_dead_letters_total", dimensions: [("reason", RejectionReason.deliveryFailed.rawValue)]).increment()
+                    environment.logger.error("message dead-lettered: no channel left", metadata: [
+                        "channel": "\(message.channel.rawValue)", "message.id": "\(message.messageID)", "dlq.reason": "delivery_failed",
+                    ])
                 }
             }
         }
         try await store.park(retries)
-        let delivered = stats.delivered
-        if delivered > 0 { Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name)]).increment(by: delivered) }
+        for (channel, count) in delivered {
+            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name), ("channel", channel.rawValue)]).increment(by: count)
+        }
         totals.withLock { total in
             total.delivered += stats.delivered; total.duplicatesSkipped += stats.duplicatesSkipped; total.parked += stats.parked
             total.expired += stats.expired; total.noConsent += stats.noConsent; total.retried += stats.retried

@@ -62,4 +62,29 @@ struct SettingsTests {
         #expect(settings.redis.port == 6380)
         #expect(settings.kafka.bootstrapServers == "10.0.0.1:9092")
     }
+
+    @Test("secrets come from the environment or a file, never from the YAML; metrics address and port from the environment")
+    func secretsAndEnvironment() throws {
+        let fromEnv = try WaymarkSettings.parse("kafka:\n  sasl_password_env: KP\nredis:\n  password_env: RP\n", file: "w.yaml",
+                                                environment: ["KP": "k-secret", "RP": "r-secret", "WAYMARK_METRICS_HOST": "0.0.0.0",
+                                                              "WAYMARK_METRICS_PORT": "9500"])
+        #expect(fromEnv.kafka.properties["sasl.password"] == "k-secret" && fromEnv.redis.password == "r-secret")
+        #expect(fromEnv.worker.metricsHost == "0.0.0.0" && fromEnv.worker.metricsPort == 9500)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("waymark-secrets-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "k-file\n".write(to: dir.appendingPathComponent("kafka"), atomically: true, encoding: .utf8)
+        try "r-file".write(to: dir.appendingPathComponent("redis"), atomically: true, encoding: .utf8)
+        let fromFile = try WaymarkSettings.parse(
+            "kafka:\n  sasl_password_file: \(dir.path)/kafka\nredis:\n  password_file: \(dir.path)/redis\n", file: "w.yaml")
+        #expect(fromFile.kafka.properties["sasl.password"] == "k-file" && fromFile.redis.password == "r-file")
+        func problem(_ yaml: String, environment: [String: String] = [:]) -> String {
+            do { _ = try WaymarkSettings.parse(yaml, file: "w.yaml", environment: environment); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(problem("kafka:\n  properties: { sasl.password: hunter2 }\n").contains("sasl_password_env"))
+        #expect(problem("kafka:\n  sasl_password_env: NOPE\n").contains("NOPE is not set"))
+        #expect(problem("redis:\n  password_env: A\n  password_file: /x\n", environment: ["A": "a"]).contains("not both"))
+        #expect(problem("redis:\n  password_file: /nonexistent/secret\n").contains("cannot read"))
+        #expect(problem("", environment: ["WAYMARK_METRICS_PORT": "http"]).contains("not a port"))
+    }
 }

@@ -335,6 +335,16 @@ struct OperatorTests {
             #expect(last.redriven == 0 && last.alreadyRedriven == 3)
             back = try await s.read("touchpoints", expected: 3)
             #expect(back.map { String(decoding: $0.value!, as: UTF8.self) }.sorted() == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
+
+            // A redriven record that fails again comes back as a new dead letter (headers kept): later runs
+            // skip it instead of re-sending it every time, unless asked to.
+            var failedAgain = deadLetter(topic: "touchpoints.dlq", key: "c-2", value: #"{"n":2}"#, reason: "invalid_json", sourceOffset: 20, at: now)
+            failedAgain.headers.append(KafkaHeader(name: DeadLetter.redrivenFromHeader, string: "touchpoints.dlq:0:1"))
+            try await s.produce([failedAgain])
+            let skipped = try #require(try await queue.redrive(filter: RedriveFilter()))
+            #expect(skipped.redriven == 0 && skipped.failedAgain == 1)
+            let forced = try #require(try await queue.redrive(filter: RedriveFilter(includeFailedAgain: true)))
+            #expect(forced.redriven == 1 && forced.failedAgain == 0)
             await redis.close()
         }
     }

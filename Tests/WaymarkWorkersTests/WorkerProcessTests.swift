@@ -11,7 +11,7 @@ struct WorkerProcessTests {
     func journeyProcess() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: CrashTests.waymarkBinary))
         try await Harness.with { h in
-            let port = 20_000 + Int(getpid() % 20_000)
+            let port = try LocalTools.freePort()
             let config = h.stack.directory.appendingPathComponent("w.yaml")
             try LocalSettings.write(
                 to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.stack.redis!.port, shards: 16,
