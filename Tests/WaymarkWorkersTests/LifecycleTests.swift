@@ -6,6 +6,8 @@ import Synchronization
 import Testing
 import WaymarkEngine
 import WaymarkKafka
+import WaymarkRedis
+import WaymarkState
 import WaymarkWorkers
 
 /// Workers as swift-service-lifecycle services: cancellation and graceful shutdown end them, and
@@ -101,6 +103,34 @@ struct LifecycleTests {
             running.task.cancel()
             let ended = await Self.within(15) { running.hasEnded }
             #expect(ended)
+        }
+    }
+
+    @Test("unreadable state is never overwritten or skipped silently: events dead-lettered, wake-ups postponed, customers without state leave the due index")
+    func unreadableState() async throws {
+        try await Harness.with { h in
+            let keys = KeySpace(prefix: h.settings.redis.keyPrefix, shards: h.settings.redis.shards)
+            let redis = try await RedisConnection.connect(h.redis)
+            let garbage: [UInt8] = [0x57, 0x4D, 0x09, 0xFF]  // a format this version does not know
+            _ = try await redis.send(RedisCommand("HSET", keys.state("c-bad"), "v", "7", "s", garbage))
+            let now = JourneyWorkerTests.t0
+            _ = try await redis.send(RedisCommand("ZADD", keys.due(shard: keys.shard(of: "c-bad")), Int(now.milliseconds - 1_000), "c-bad"))
+            _ = try await redis.send(RedisCommand("ZADD", keys.due(shard: keys.shard(of: "c-gone")), Int(now.milliseconds - 1_000), "c-gone"))
+            try await h.withWorkers(clock: TestClock(now)) { worker, scheduler in
+                try await h.produce("touchpoints", key: "c-bad", json: #"{"event_id":"u-1","customer_id":"c-bad","type":"page_view","occurred_at":"\#(now)"}"#)
+                let dlq = try await h.read("touchpoints.dlq", expected: 1)
+                #expect(dlq.first?.header(DeadLetterHeader.reason) == Array("unreadable_state".utf8))
+                let ticks = scheduler.stats.ticks
+                #expect(try await h.eventually { scheduler.stats.ticks >= ticks + 3 })
+            }
+            // The state is exactly as it was; its wake-up moved a minute into the (wall-clock) future; the
+            // customer without state left the index.
+            let stored = try await redis.send(RedisCommand("HGET", keys.state("c-bad"), "s"))
+            #expect(stored.bytes == garbage)
+            let score = try await redis.send(RedisCommand("ZSCORE", keys.due(shard: keys.shard(of: "c-bad")), "c-bad")).string.flatMap(Double.init)
+            #expect((score ?? 0) > Double(now.milliseconds))
+            #expect(try await redis.send(RedisCommand("ZSCORE", keys.due(shard: keys.shard(of: "c-gone")), "c-gone")) == .null)
+            await redis.close()
         }
     }
 }
