@@ -4,14 +4,12 @@ import PackageDescription
 /// Waymark: omnichannel customer-journey orchestration on Kafka and Redis.
 ///
 /// Layers (each folder under Sources/ is one):
-/// - `CRdKafka`, `CHiredis`, `CCurl`: system-library shims (pkg-config) for librdkafka ≥ 2.2, hiredis
-///   and libcurl (`CCurl` also wraps curl's variadic setters in typed inline functions).
+/// - `CRdKafka`, `CHiredis`: system-library shims (pkg-config) for librdkafka ≥ 2.2 and hiredis.
 /// - `WaymarkThreads`: threads Waymark owns, so blocking C calls never run on the cooperative pool.
 /// - `WaymarkKafka`: producer, consumer and admin clients over librdkafka.
 /// - `WaymarkRedis`: pipelined Redis connection over hiredis, with EVALSHA script support.
-/// - `WaymarkHTTP`: embedded HTTP/1.1 server (metrics, health, readiness), Prometheus registry,
-///   and an HTTP client over libcurl for webhook providers.
-/// - `WaymarkHTTPTesting`: a fake webhook provider for tests (records requests, fails or stalls on demand).
+/// - `WaymarkHTTP`: the operations routes (metrics, health, readiness) on Hummingbird and the Prometheus registry.
+/// - `WaymarkHTTPTesting`: a fake webhook provider for tests, a Hummingbird app (records requests, fails or stalls on demand).
 /// - `WaymarkConfig`: YAML configuration, validated at start-up.
 /// - `WaymarkEngine`: the pure journey engine (no I/O, deterministic).
 /// - `WaymarkLocalStack`: starts a real redis-server and Tansu broker on free loopback ports.
@@ -41,17 +39,19 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
                        providers: [.apt(["librdkafka-dev (>= 2.2, built by deploy/scripts/setup.sh)"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
-        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "WaymarkThreads", swiftSettings: strict),
         .target(
             name: "WaymarkHTTP",
             dependencies: [
-                "CCurl", "WaymarkThreads",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -59,7 +59,8 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkHTTPTesting",
-            dependencies: ["WaymarkHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["WaymarkHTTP", .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
             name: "WaymarkKafka",
@@ -81,7 +82,10 @@ let package = Package(
             name: "WaymarkWorkers",
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest", "WaymarkConfig", "WaymarkHTTP",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
-                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: strict),
         .target(
             name: "WaymarkControl",
@@ -131,7 +135,8 @@ let package = Package(
                            "WaymarkRedis", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkSample",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                           .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")]),
+                           .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(
             name: "WaymarkIngestTests",
@@ -143,6 +148,9 @@ let package = Package(
                 "WaymarkHTTP", "WaymarkHTTPTesting",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]),
         .testTarget(
             name: "WaymarkEngineTests",

@@ -1,11 +1,12 @@
 import CoreMetrics
+import Hummingbird
 import Prometheus
 
 /// A Prometheus registry, the swift-metrics factory that records into it, and the `/metrics` handler.
 ///
 /// Libraries record through swift-metrics (`Counter`, `Timer`, `Gauge`, `Recorder`) and never see
 /// this type. The executable's `main` creates one exporter, calls ``bootstrap()`` once and serves
-/// ``handler`` (see ``HTTPRouter/addOperationsRoutes(metrics:readiness:)``). Tests create their own
+/// ``render()`` (see ``OperationsRoutes``). Tests create their own
 /// exporter and pass ``factory`` explicitly (`Counter(label:dimensions:factory:)`) or bind it with
 /// `withMetricsFactory(exporter.factory) { ... }`, so they never touch the global bootstrap.
 ///
@@ -65,11 +66,6 @@ public struct PrometheusExporter: Sendable {
     /// `Content-Type` of ``render()``'s output.
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    /// A handler answering with ``render()``.
-    public var handler: HTTPHandler {
-        { _ in HTTPResponse(status: 200, headers: ["Content-Type": Self.contentType], body: self.render()) }
-    }
-
     /// Replaces every character not allowed in a Prometheus name (`[a-zA-Z_:][a-zA-Z0-9_:]*`;
     /// colons are kept only in metric names, but Waymark uses none) with `_`.
     static func sanitize(_ name: String) -> String {
@@ -102,22 +98,32 @@ public struct Readiness: Sendable, Equatable {
     public static let ready = Readiness(isReady: true, detail: "ready")
 }
 
-extension HTTPRouter {
-    /// Adds the operations endpoints every worker serves:
-    /// - `GET /metrics`: `metrics` rendered in the Prometheus text format;
-    /// - `GET /healthz`: `200 ok` while the process can answer at all (liveness);
-    /// - `GET /readyz`: `200` when `readiness()` says ready, else `503`, with its detail as the body.
-    ///
-    /// `readiness` runs on a server thread on every probe: keep it cheap and non-blocking
-    /// (read a flag the worker maintains, do not ping Redis from it).
-    public mutating func addOperationsRoutes(metrics: PrometheusExporter,
-                                             readiness: @escaping @Sendable () -> Readiness = { .ready }) {
-        get("/metrics", metrics.handler)
-        get("/healthz") { _ in .text("ok\n") }
-        get("/readyz") { _ in
+/// The operations endpoint every worker serves, on Hummingbird:
+/// - `GET /metrics`: the exporter's metrics in the Prometheus text format;
+/// - `GET /healthz`: `200 ok` while the process can answer at all (liveness);
+/// - `GET /readyz`: `200` when `readiness()` says ready, else `503`, with its detail as the body.
+///
+/// `readiness` runs on every probe: keep it cheap and non-blocking (read state a background task
+/// maintains; do not ping Redis from it).
+public enum OperationsRoutes {
+    public static func router(metrics: PrometheusExporter,
+                              readiness: @escaping @Sendable () -> Readiness = { .ready }) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: PrometheusExporter.contentType],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.render())))
+        }
+        router.get("/healthz") { _, _ -> Response in text("ok\n", .ok) }
+        router.get("/readyz") { _, _ -> Response in
             let state = readiness()
             let detail = state.detail.isEmpty ? (state.isReady ? "ready" : "not ready") : state.detail
-            return .text(detail + "\n", status: state.isReady ? 200 : 503)
+            return text(detail + "\n", state.isReady ? .ok : .serviceUnavailable)
         }
+        return router
+    }
+
+    static func text(_ body: String, _ status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
 }

@@ -1,10 +1,10 @@
 import Foundation
+import Hummingbird
 import Logging
 import Synchronization
-import WaymarkHTTP
 
-/// A fake webhook provider for tests: an ``HTTPServer`` on a free loopback port that records every
-/// request and can be told to fail or be slow.
+/// A fake webhook provider for tests: a Hummingbird application on a free loopback port that records
+/// every request and can be told to fail or be slow.
 ///
 /// Every request to any path is recorded (at receipt, before any delay) and then answered according
 /// to the current behaviour, in this order of precedence:
@@ -16,7 +16,7 @@ import WaymarkHTTP
 /// delay sees a timeout). Delays are cut short by ``shutdown()``.
 ///
 /// ```swift
-/// let provider = try FakeProvider.start()
+/// let provider = try await FakeProvider.start()
 /// provider.failNext(2, status: 503)
 /// // ... run the sender against provider.url ...
 /// #expect(provider.acceptedRequests.count == 1)
@@ -30,8 +30,8 @@ public final class FakeProvider: Sendable {
         public var method: String
         /// Request path, without the query.
         public var path: String
-        /// Header fields as received.
-        public var headers: HTTPHeaders
+        /// Header fields as received (names lowercased).
+        public var headers: [String: String]
         /// The body bytes.
         public var body: [UInt8]
         /// The status the provider answered (or will answer, while a delay runs).
@@ -40,41 +40,45 @@ public final class FakeProvider: Sendable {
         public var receivedAt: ContinuousClock.Instant
 
         /// The `Idempotency-Key` header, if sent.
-        public var idempotencyKey: String? { headers["Idempotency-Key"] }
+        public var idempotencyKey: String? { headers["idempotency-key"] }
         /// The body as UTF-8 text.
         public var bodyText: String { String(decoding: body, as: UTF8.self) }
         /// `true` when the provider answered 2xx.
         public var accepted: Bool { (200..<300).contains(status) }
     }
 
-    private let server: HTTPServer
     private let core: Core
+    private let task: Task<Void, any Error>
 
     /// The port the provider listens on.
-    public var port: Int { server.port }
+    public let port: Int
     /// A URL to configure as the webhook endpoint: `http://127.0.0.1:<port>/webhook`.
-    public var url: String { "http://127.0.0.1:\(server.port)/webhook" }
-    /// Connection and request counters (connection reuse shows as fewer connections than requests).
-    public var statistics: HTTPServerStatistics { server.statistics }
+    public var url: String { "http://127.0.0.1:\(port)/webhook" }
 
-    private init(configuration: HTTPServerConfiguration, logger: Logger) throws(HTTPServerError) {
-        let core = Core()
-        var router = HTTPRouter()
-        router.fallback = { request in core.handle(request) }
-        self.core = core
-        self.server = try HTTPServer.start(configuration, router: router, logger: logger)
+    private init(core: Core, task: Task<Void, any Error>, port: Int) {
+        self.core = core; self.task = task; self.port = port
     }
 
-    /// Starts a provider on a free loopback port.
-    /// - Parameters:
-    ///   - workerThreads: how many requests it serves at once (slow responses hold one each; default 8).
-    ///   - maxBodyBytes: largest request body accepted (default 4 MiB).
-    ///   - logger: the server's logger (default label `waymark.test.fake-provider`).
-    /// - Throws: ``HTTPServerError`` if it cannot listen.
-    public static func start(workerThreads: Int = 8, maxBodyBytes: Int = 4 << 20,
-                             logger: Logger = Logger(label: "waymark.test.fake-provider")) throws(HTTPServerError) -> FakeProvider {
-        try FakeProvider(configuration: HTTPServerConfiguration(workerThreads: workerThreads, maxBodyBytes: maxBodyBytes),
-                         logger: logger)
+    /// Starts a provider on a free loopback port; returns once it accepts connections.
+    /// - Parameter logger: the application's logger (default label `waymark.test.fake-provider`, warnings only).
+    public static func start(logger: Logger? = nil) async throws -> FakeProvider {
+        let core = Core()
+        let router = Router()
+        router.on("/**", method: .post) { request, context in try await core.handle(request, context) }
+        router.on("/**", method: .get) { request, context in try await core.handle(request, context) }
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        var quiet = logger ?? Logger(label: "waymark.test.fake-provider")
+        if logger == nil { quiet.logLevel = .warning }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { channel in
+                                  portContinuation.yield(channel.localAddress?.port ?? 0)
+                                  portContinuation.finish()
+                              }, logger: quiet)
+        let task = Task { try await app.run() }
+        var port = 0
+        for await p in ports { port = p }
+        guard port > 0 else { task.cancel(); throw FakeProviderError.notListening }
+        return FakeProvider(core: core, task: task, port: port)
     }
 
     // MARK: Behaviour
@@ -128,9 +132,13 @@ public final class FakeProvider: Sendable {
     /// Stops the server (cutting delays short) and releases the port.
     public func shutdown() async {
         core.stopping.store(true, ordering: .relaxed)
-        await server.shutdown()
+        task.cancel()
+        _ = try? await task.value
     }
 }
+
+/// Why the provider could not start.
+public enum FakeProviderError: Error { case notListening }
 
 /// State shared by the provider and its handler (which runs on the server's worker threads).
 private final class Core: Sendable {
@@ -145,8 +153,11 @@ private final class Core: Sendable {
     let state = Mutex(State())
     let stopping = Atomic(false)
 
-    func handle(_ request: HTTPRequest) -> HTTPResponse {
+    func handle(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let now = ContinuousClock.now
+        let body = try await request.body.collect(upTo: 8 << 20)
+        var headers: [String: String] = [:]
+        for field in request.headers { headers[field.name.canonicalName] = field.value }
         let (status, delay, sequence) = state.withLock { state -> (Int, Duration, Int) in
             let status: Int
             if state.failNext > 0 {
@@ -156,19 +167,19 @@ private final class Core: Sendable {
                 status = state.failAllStatus ?? 200
             }
             state.requests.append(FakeProvider.RecordedRequest(
-                method: request.method, path: request.path, headers: request.headers, body: request.body,
+                method: request.method.rawValue, path: request.uri.path, headers: headers, body: Array(buffer: body),
                 status: status, receivedAt: now))
             return (status, state.delay, state.requests.count)
         }
         var waited = Duration.zero
         while waited < delay && !stopping.load(ordering: .relaxed) {
             let step = min(.milliseconds(10), delay - waited)
-            Thread.sleep(forTimeInterval: Double(step.components.attoseconds) / 1e18 + Double(step.components.seconds))
+            try? await Task.sleep(for: step)
             waited += step
         }
-        if (200..<300).contains(status) {
-            return .json(#"{"id":"\#(sequence)","status":"accepted"}"#, status: status)
-        }
-        return .json(#"{"error":"fake provider failure","status":\#(status)}"#, status: status)
+        let text = (200..<300).contains(status) ? #"{"id":"\#(sequence)","status":"accepted"}"#
+            : #"{"error":"fake provider failure","status":\#(status)}"#
+        return Response(status: .init(code: status), headers: [.contentType: "application/json"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
 }

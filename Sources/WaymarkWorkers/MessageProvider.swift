@@ -11,6 +11,10 @@ public struct ProviderRequest: Sendable {
     public var idempotencyKey: String { message.messageID.description }
     /// 1 for the first attempt.
     public var attempt: Int
+
+    public init(message: OutboundMessage, address: String, attempt: Int) {
+        self.message = message; self.address = address; self.attempt = attempt
+    }
 }
 
 /// A provider's answer.

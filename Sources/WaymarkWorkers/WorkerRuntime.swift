@@ -1,4 +1,5 @@
 import Dispatch
+import Hummingbird
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -65,8 +66,8 @@ public struct WorkerRuntime: Sendable {
         }
         all.append(.init(service: probe, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         if settings.worker.metricsPort > 0 {
-            let endpoint = OperationsEndpoint(host: settings.worker.metricsHost, port: settings.worker.metricsPort, metrics: exporter,
-                                              logger: logger) {
+            let endpoint = OperationsEndpoint.application(host: settings.worker.metricsHost, port: settings.worker.metricsPort,
+                                                          metrics: exporter, logger: logger) {
                 if !ready() { return Readiness(isReady: false, detail: "workers not ready") }
                 return probe.readiness()
             }
@@ -81,25 +82,17 @@ public struct WorkerRuntime: Sendable {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz` as a service: serves until graceful shutdown or cancellation.
-public final class OperationsEndpoint: Service, Sendable {
-    let host: String
-    let port: Int
-    let metrics: PrometheusExporter
-    let logger: Logger
-    let readiness: @Sendable () -> Readiness
-
-    public init(host: String, port: Int, metrics: PrometheusExporter, logger: Logger, readiness: @escaping @Sendable () -> Readiness) {
-        self.host = host; self.port = port; self.metrics = metrics; self.logger = logger; self.readiness = readiness
-    }
-
-    public func run() async throws {
-        var router = HTTPRouter()
-        router.addOperationsRoutes(metrics: metrics, readiness: readiness)
-        let server = try HTTPServer.start(HTTPServerConfiguration(host: host, port: port), router: router, logger: logger)
-        logger.info("operations endpoint up", metadata: ["http.address": "\(host):\(port)"])
-        try? await gracefulShutdown()  // returns on graceful shutdown, throws on cancellation: stop either way
-        await server.shutdown()
+/// `/metrics`, `/healthz` and `/readyz` (``OperationsRoutes``) as a Hummingbird application: a service
+/// that serves until graceful shutdown or cancellation.
+public enum OperationsEndpoint {
+    public static func application(host: String, port: Int, metrics: PrometheusExporter, logger: Logger,
+                                   readiness: @escaping @Sendable () -> Readiness) -> some Service {
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .notice)  // no line per probe request
+        return Application(router: OperationsRoutes.router(metrics: metrics, readiness: readiness),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "waymark"),
+                           onServerRunning: { _ in logger.info("operations endpoint up", metadata: ["http.address": "\(host):\(port)"]) },
+                           logger: quiet)
     }
 }
 

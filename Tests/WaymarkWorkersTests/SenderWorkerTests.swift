@@ -157,7 +157,7 @@ struct SenderWorkerTests {
 
     @Test("webhook provider: JSON POST with Idempotency-Key; 503 retried, 400 falls back to the next channel")
     func webhook() async throws {
-        let fake = try FakeProvider.start()
+        let fake = try await FakeProvider.start()
         let webhook = try WebhookProvider(url: fake.url, timeout: .seconds(2))
         try await withSender(yaml: "sender:\n  retry_backoff_ms: 100\n", provider: webhook) { h, _, clock, sender in
             fake.failNext(2, status: 503)
@@ -180,5 +180,32 @@ struct SenderWorkerTests {
         }
         await webhook.shutdown()
         await fake.shutdown()
+    }
+
+    @Test("webhook provider outcomes: 2xx accepted, 429/5xx and timeouts and refused connections transient, 4xx permanent, bad URLs refused")
+    func webhookOutcomes() async throws {
+        let fake = try await FakeProvider.start()
+        let webhook = try WebhookProvider(url: fake.url, timeout: .milliseconds(500))
+        let request = ProviderRequest(message: Self.message(7), address: "+4790000001", attempt: 1)
+        func outcome() async -> String {
+            switch await webhook.deliver(request) {
+            case .accepted: "accepted"
+            case .transientFailure(let reason): "transient: \(reason)"
+            case .permanentFailure(let reason): "permanent: \(reason)"
+            }
+        }
+        #expect(await outcome() == "accepted")
+        for (status, expected) in [(429, "transient: HTTP 429"), (503, "transient: HTTP 503"), (400, "permanent: HTTP 400"), (404, "permanent: HTTP 404")] {
+            fake.failNext(1, status: status)
+            #expect(await outcome() == expected)
+        }
+        fake.delay(.seconds(2))
+        #expect(await outcome() == "transient: timeout")
+        fake.delay(.zero)
+        await fake.shutdown()
+        #expect(await outcome().hasPrefix("transient:"))  // nothing listens any more
+        await webhook.shutdown()
+        #expect(throws: ProviderError.self) { _ = try WebhookProvider(url: "ftp://example.invalid/x", timeout: .seconds(1)) }
+        #expect(throws: ProviderError.self) { _ = try WebhookProvider(url: "not a url", timeout: .seconds(1)) }
     }
 }

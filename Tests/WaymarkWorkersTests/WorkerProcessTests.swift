@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 import WaymarkChaos
-import WaymarkHTTP
+import AsyncHTTPClient
+import NIOCore
 import WaymarkKafka
 import WaymarkLocalStack
 
@@ -22,17 +23,20 @@ struct WorkerProcessTests {
                                         arguments: ["worker", "journey", "--config", config.path, "--journeys", Harness.repoRoot + "/config", "--log-level", "info"],
                                         logFile: h.stack.directory.appendingPathComponent("worker.log"))
             try worker.start()
-            let client = try HTTPClient()
-            let ready = try await h.eventually {
-                (try? await client.get(url: "http://127.0.0.1:\(port)/readyz"))?.status == 200
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            func get(_ path: String) async throws -> (status: Int, body: String) {
+                let response = try await client.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(5))
+                let body = try await response.body.collect(upTo: 1 << 20)
+                return (Int(response.status.code), String(buffer: body))
             }
+            let ready = try await h.eventually { (try? await get("/readyz"))?.status == 200 }
             #expect(ready, "never ready: \(worker.logTail())")
-            #expect(try await client.get(url: "http://127.0.0.1:\(port)/healthz").status == 200)
+            #expect(try await get("/healthz").status == 200)
 
             let now = ISO8601DateFormatter().string(from: Date())
             try await h.produce("touchpoints", key: "c-9", json: #"{"event_id":"e-p1","customer_id":"c-9","type":"page_view","occurred_at":"\#(now)"}"#)
             func metrics() async -> String {
-                (try? await client.get(url: "http://127.0.0.1:\(port)/metrics")).map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+                (try? await get("/metrics"))?.body ?? ""
             }
             let counted = try await h.eventually { await metrics().contains("waymark_journey_records_total 1") }
             let text = await metrics()
@@ -44,7 +48,7 @@ struct WorkerProcessTests {
             #expect(worker.logTail().contains("stopped cleanly"))
             let lag = try await KafkaAdmin(client: h.client).lag(group: h.settings.kafka.journeyGroup, topics: ["touchpoints"])
             #expect(lag.map(\.lag).reduce(0, +) == 0)
-            await client.shutdown()
+            try await client.shutdown()
         }
     }
 }
