@@ -63,7 +63,7 @@ struct Demo: AsyncParsableCommand {
         var logger = Logger(label: "waymark.demo")
         logger.logLevel = global.logLevel
         let environment = WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
-        let redis = RedisConfiguration(host: settings.redis.host, port: settings.redis.port)
+        let redis = WorkerRuntime.redisConfiguration(settings)
         let worker = JourneyWorker(environment: environment, client: client, redis: redis)
         let scheduler = Scheduler(environment: environment, client: client, redis: redis)
         // Senders hand messages to a file provider (one JSON line per message) in the stack's directory.

@@ -5,6 +5,7 @@ import WaymarkControl
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
+import WaymarkWorkers
 
 /// Settings and connections for operator commands (queues, inspect, dlq, funnel).
 struct OperatorContext {
@@ -16,18 +17,12 @@ struct OperatorContext {
     init(global: GlobalOptions) throws {
         global.bootstrapLogging()
         settings = try WaymarkSettings.load(path: global.config)
-        client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
+        client = WorkerRuntime.kafkaClient(settings)
         admin = try KafkaAdmin(client: client)
         keys = KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards)
     }
 
-    var redisConfiguration: RedisConfiguration {
-        RedisConfiguration(
-            host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
-            password: settings.redis.password, database: settings.redis.database,
-            connectTimeout: .milliseconds(settings.redis.connectTimeoutMilliseconds),
-            commandTimeout: .milliseconds(settings.redis.commandTimeoutMilliseconds))
-    }
+    var redisConfiguration: RedisConfiguration { WorkerRuntime.redisConfiguration(settings) }
 
     func redis() async throws -> RedisConnection { try await RedisConnection.connect(redisConfiguration) }
 }

@@ -6,6 +6,7 @@ import WaymarkEngine
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
+import WaymarkWorkers
 
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -67,7 +68,7 @@ struct Replay: AsyncParsableCommand {
         let settings = try WaymarkSettings.load(path: global.config)
         let current = try JourneyLoader.loadEngine(configDirectory: journeys)
         let proposed = try JourneyLoader.loadEngine(configDirectory: rules)
-        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
+        let client = WorkerRuntime.kafkaClient(settings)
         let admin = try KafkaAdmin(client: client)
         if rebuild {
             try await runRebuild(settings: settings, current: current, proposed: proposed, client: client, admin: admin)
@@ -118,9 +119,7 @@ struct Replay: AsyncParsableCommand {
 
     func runRebuild(settings: WaymarkSettings, current: JourneyEngine, proposed: JourneyEngine,
                     client: KafkaClientConfiguration, admin: KafkaAdmin) async throws {
-        let redis = try await RedisConnection.connect(RedisConfiguration(
-            host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
-            password: settings.redis.password, database: settings.redis.database))
+        let redis = try await RedisConnection.connect(WorkerRuntime.redisConfiguration(settings))
         let store = RedisStateStore(connection: redis, keys: KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards))
         let start = try Self.time(from)
         let rebuildID = id ?? "from-\(start.milliseconds)-\(URL(fileURLWithPath: rules).standardized.path.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 })"

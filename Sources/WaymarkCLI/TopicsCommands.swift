@@ -3,6 +3,7 @@ import Foundation
 import WaymarkConfig
 import WaymarkControl
 import WaymarkKafka
+import WaymarkWorkers
 
 struct Topics: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -136,7 +137,7 @@ extension GlobalOptions {
     /// The validated settings and an admin client for their cluster.
     func settingsAndAdmin() throws -> (WaymarkSettings, KafkaAdmin) {
         let settings = try WaymarkSettings.load(path: config)
-        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: settings.kafka.properties)
+        let client = WorkerRuntime.kafkaClient(settings)
         return (settings, try KafkaAdmin(client: client))
     }
 }

@@ -127,8 +127,27 @@ public struct QuietHours: Sendable {
         let minute = Int((local - day * dayMs) / 60_000)
         if w.startMinute > w.endMinute && minute >= w.startMinute { day += 1 }
         let localEnd = day * dayMs + Int64(w.endMinute) * 60_000
-        let u = utc(forLocal: localEnd, tz)
-        return Timestamp(milliseconds: max(u, t.milliseconds))
+        // On a fall-back night the end's first occurrence may already be past (the clock fell back
+        // into the window): then it ends at the second occurrence, or at the next day's end.
+        for end in [localEnd, localEnd + dayMs] {
+            if let u = utc(forLocal: end, tz, after: t.milliseconds) { return Timestamp(milliseconds: u) }
+        }
+        return Timestamp(milliseconds: t.milliseconds + 60_000)  // unreachable with real zones; never at or before `t`
+    }
+
+    /// The earliest UTC instant after `t` whose local reading is `local` (or, where clocks jump over
+    /// it, the jump), or `nil` if there is none after `t`.
+    static func utc(forLocal local: Int64, _ tz: TimeZone, after t: Int64) -> Int64? {
+        let early = offsetMs(tz, local - 26 * 3_600_000)
+        let late = offsetMs(tz, local + 26 * 3_600_000)
+        var best: Int64? = nil
+        for o in [early, late] {
+            let u = local - o
+            if offsetMs(tz, u) == o && u > t { best = best.map { min($0, u) } ?? u }
+        }
+        if let best { return best }
+        let u = utc(forLocal: local, tz)
+        return u > t ? u : nil
     }
 
     /// The earliest UTC instant whose local reading is `>= localMs` and equals it if it exists.

@@ -32,6 +32,20 @@ import WaymarkEngine
         #expect(qh.check(channel: .sms, transactional: false, profile: oslo("America/New_York"), at: ts("2026-11-01T12:30:00Z")) != .allowed)
     }
 
+    /// Found by the reference-model property test (seeds around the Los Angeles fall-back night): a clock
+    /// that falls back into the window must end it at the end's *second* occurrence, never at or before now.
+    @Test func clockFallingBackIntoTheWindow() {
+        let w = QuietWindow(startMinute: 30, endMinute: 90, rule: "quiet_hours:night")  // 00:30–01:30
+        let q = QuietHours(rules: QuietHoursRules(defaultWindow: w, spread: .zero), defaultTimezone: "UTC")
+        // 2026-11-01 09:10Z is 01:10 PST, after 01:59 PDT fell back to 01:00: quiet until 01:30 PST (09:30Z).
+        #expect(q.check(channel: .sms, transactional: false, profile: oslo("America/Los_Angeles"), at: ts("2026-11-01T09:10:00Z"))
+                == .quiet(rule: "quiet_hours:night", endsAt: ts("2026-11-01T09:30:00Z")))
+        let id = MessageID(journey: "j", version: 1, customerID: "c", step: "s", causedBy: "e", instanceKey: "", sequence: 0)
+        let release = q.releaseTime(messageID: id, channel: .sms, transactional: false, profile: oslo("America/Los_Angeles"),
+                                    at: ts("2026-11-01T09:10:00Z"))
+        #expect(release?.release == ts("2026-11-01T09:30:00Z"))
+    }
+
     @Test func windowEndInsideSpringForwardGap() {
         let w = QuietWindow(startMinute: 23 * 60, endMinute: 2 * 60 + 30, rule: "quiet_hours:late")
         let q = QuietHours(rules: QuietHoursRules(defaultWindow: w, spread: .zero), defaultTimezone: "Europe/Oslo")

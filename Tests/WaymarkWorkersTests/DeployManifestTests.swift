@@ -11,19 +11,7 @@ struct DeployManifestTests {
     static let kubernetes = root + "/deploy/kubernetes/waymark.yaml"
     static let compose = root + "/deploy/compose/docker-compose.yml"
 
-    /// Runs a program to completion; its exit status and combined output.
-    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-    }
+    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) { try runProgram(path, arguments) }
 
     @Test("Kubernetes manifests pass kubernetes-validate --strict (KEDA's ScaledObject has no bundled schema)")
     func kubernetesSchemas() throws {

@@ -439,14 +439,5 @@ private func ts(_ text: String) -> Timestamp {
 
 /// Runs the `waymark` binary to completion; its exit status and combined output.
 func runWaymark(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: CrashTests.waymarkBinary)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    try runProgram(CrashTests.waymarkBinary, arguments)
 }
