@@ -1,4 +1,6 @@
 import Foundation
+import WaymarkEngine
+import WaymarkIngest
 
 /// Aggregates `journey.decisions` records: outcomes by reason and channel, and per-journey funnels.
 public struct DecisionSummary: Sendable, Codable {
@@ -36,19 +38,24 @@ public struct DecisionSummary: Sendable, Codable {
 
     public init() {}
 
-    /// Adds one decision JSON document; non-JSON input is ignored.
+    /// Adds one decision document (as published on `journey.decisions`); anything else is ignored.
     public mutating func add(_ bytes: some Collection<UInt8>) {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              let reason = object["reason"] as? String else { return }
+        guard case .success(let decision) = RecordParser().decision(bytes) else { return }
+        add(decision)
+    }
+
+    /// Adds one decision.
+    public mutating func add(_ decision: Decision) {
+        let reason = decision.reason.rawValue
         decisions += 1
         byReason[reason, default: 0] += 1
-        if let customer = object["customer_id"] as? String { customers.insert(customer) }
-        if reason == "sent" || reason == "fallback_channel", let channel = object["channel"] as? String {
-            sentByChannel[channel, default: 0] += 1
+        customers.insert(decision.customerID)
+        if decision.reason == .sent || decision.reason == .fallbackChannel, let channel = decision.channel {
+            sentByChannel[channel.rawValue, default: 0] += 1
         }
-        guard let journey = object["journey"] as? String else { return }
+        guard let journey = decision.journey else { return }
         var funnel = funnels[journey] ?? Funnel(journey: journey)
-        let instance = "\(object["customer_id"] as? String ?? "")|\(journey)|\(object["instance_key"] as? String ?? "")"
+        let instance = "\(decision.customerID)|\(journey)|\(decision.instanceKey ?? "")"
         func leave() -> String {
             let stage = instanceStage.removeValue(forKey: instance) ?? Self.entryStage
             if let n = funnel.openAt[stage] { funnel.openAt[stage] = n > 1 ? n - 1 : nil }
@@ -61,7 +68,7 @@ public struct DecisionSummary: Sendable, Codable {
             instanceStage[instance] = Self.entryStage
             funnel.openAt[Self.entryStage, default: 0] += 1
         case "stage_reached":
-            if let stage = object["stage"] as? String {
+            if let stage = decision.stage {
                 if funnel.stages[stage] == nil { funnel.stageOrder.append(stage) }
                 funnel.stages[stage, default: 0] += 1
                 if instanceStage[instance] != nil { _ = leave() }

@@ -1,4 +1,5 @@
 import Foundation
+import WaymarkIngest
 import WaymarkEngine
 import WaymarkKafka
 
@@ -19,14 +20,15 @@ public struct FunnelReport: Sendable {
 
     /// Whether a decision document falls in the range and journey.
     public func includes(_ bytes: some Collection<UInt8>) -> Bool {
-        // A cheap pre-parse of the two fields the filter needs.
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return false }
-        if let journey, object["journey"] as? String != journey { return false }
-        if from != nil || to != nil {
-            guard let text = object["decided_at"] as? String, case .success(let t) = Timestamp.parseRFC3339(text) else { return false }
-            if let from, t.milliseconds < from { return false }
-            if let to, t.milliseconds >= to { return false }
-        }
+        guard case .success(let decision) = RecordParser().decision(bytes) else { return false }
+        return includes(decision)
+    }
+
+    /// Whether a decision falls in the range and journey.
+    public func includes(_ decision: Decision) -> Bool {
+        if let journey, decision.journey != journey { return false }
+        if let from, decision.decidedAt.milliseconds < from { return false }
+        if let to, decision.decidedAt.milliseconds >= to { return false }
         return true
     }
 
@@ -39,8 +41,9 @@ public struct FunnelReport: Sendable {
         var summary = DecisionSummary()
         try await TopicScan(client: client).scan(topic: topic, admin: admin, progress: progress) { records in
             for record in records {
-                guard let value = record.value, includes(value) else { continue }
-                summary.add(value)
+                // One parse per record, by the one decision decoder.
+                guard let value = record.value, case .success(let decision) = RecordParser().decision(value), includes(decision) else { continue }
+                summary.add(decision)
             }
         }
         return summary

@@ -198,3 +198,24 @@ struct RecordParserTests {
         #expect((try? archive.touchpoint(key: ArraySlice("c-42".utf8), value: ArraySlice(Array(old.utf8)), now: now).get()) != nil)
     }
 }
+
+@Suite("Decision records")
+struct DecisionParsingTests {
+    @Test("every decision the engine writes reads back equal, skipped channels and optional fields included")
+    func roundTrip() throws {
+        let t = Timestamp(milliseconds: 1_795_700_000_000)
+        let id = MessageID(journey: "abandoned_cart", version: 3, customerID: "c-42", step: "remind", causedBy: "e-1", instanceKey: "k-7", sequence: 0)
+        let decisions = [
+            Decision(reason: .fallbackChannel, rule: "consent:sms", customerID: "c-42", journey: "abandoned_cart", journeyVersion: 3,
+                     instanceKey: "k-7", stage: "main", step: "remind", channel: .email, messageID: id, priority: 5, decidedAt: t,
+                     sendAfter: t, expiresAt: t.adding(.hours(12)), causedBy: "e-1",
+                     skipped: [ChannelRejection(channel: .sms, reason: .suppressedNoConsent, rule: "consent:sms")], detail: "with \"quotes\""),
+            Decision(reason: .journeyEntered, rule: "entry:cart_abandoned", customerID: "c-1", decidedAt: t),
+        ]
+        for decision in decisions {
+            #expect(try RecordParser().decision(decision.jsonBytes()).get() == decision)
+        }
+        if case .failure(let r) = RecordParser().decision(Array("{\"reason\":\"nope\"}".utf8)) { #expect(r.reason == .wrongType) } else { Issue.record("accepted") }
+        if case .failure(let r) = RecordParser().decision(Array("not json".utf8)) { #expect(r.reason == .invalidJSON) } else { Issue.record("accepted") }
+    }
+}
