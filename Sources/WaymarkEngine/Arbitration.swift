@@ -19,7 +19,7 @@ extension Run {
         }
         for c in batch {
             switch c.kind {
-            case .new(let n): decide(SendPlan(n, ttl: n.send.expiresAfter ?? rules.defaultExpiry, clock: clock))
+            case .new(let plan): decide(plan)
             case .release(let d): release(d)
             case .awaitingProfile(let d): decide(SendPlan(heldForProfile: d, variables: profileVariables(d)))
             }
@@ -282,18 +282,15 @@ struct SendPlan {
     /// A new send may wait for a missing profile; one that already waited is decided as it stands.
     var mayAwaitProfile: Bool
 
-    init(_ n: NewSend, ttl: TimeSpan, clock: Timestamp) {
-        messageID = n.messageID; journey = n.journey; version = n.version; key = n.key; stage = n.stage; step = n.step
-        template = n.send.template; priority = n.send.priority; transactional = n.send.transactional
-        channels = n.send.channels; causedBy = n.causedBy; variables = n.variables; createdAt = clock
-        expiresAt = n.dueAt.adding(ttl); expiryRule = "expiry:\(ttl)"; mayAwaitProfile = true
-    }
+}
 
+extension SendPlan {
+    /// A send that waited for the customer's profile, decided now as it stands.
     init(heldForProfile d: DeferredMessage, variables: [String: AttributeValue]) {
         let m = d.message
-        messageID = m.messageID; journey = m.journey; version = m.journeyVersion; key = d.instanceKey; stage = m.stage
-        step = m.step; template = m.template; priority = m.priority; transactional = m.transactional
-        channels = [m.channel] + m.fallbackChannels; causedBy = m.causedBy; self.variables = variables
-        createdAt = m.createdAt; expiresAt = m.expiresAt; expiryRule = "expiry"; mayAwaitProfile = false
+        self.init(messageID: m.messageID, journey: m.journey, version: m.journeyVersion, key: d.instanceKey, stage: m.stage,
+                  step: m.step, template: m.template, priority: m.priority, transactional: m.transactional,
+                  channels: [m.channel] + m.fallbackChannels, causedBy: m.causedBy, variables: variables,
+                  createdAt: m.createdAt, expiresAt: m.expiresAt, expiryRule: "expiry", mayAwaitProfile: false)
     }
 }

@@ -216,7 +216,8 @@ struct CompiledJourney: Sendable {
 
 struct SendCandidate {
     enum Kind {
-        case new(NewSend)
+        /// A send step that just ran.
+        case new(SendPlan)
         /// A message held for quiet hours whose release time came.
         case release(DeferredMessage)
         /// A send that waited for the customer's profile: it arrived, or the wait is over.
@@ -242,21 +243,6 @@ struct SendCandidate {
     var priority: Int
     var createdAt: Timestamp
     var kind: Kind
-}
-
-struct NewSend {
-    var journey: String
-    var version: Int
-    var key: String
-    var stage: String
-    var step: String
-    var send: SendStep
-    var causedBy: String
-    var messageID: MessageID
-    var variables: [String: AttributeValue]
-    /// When the step became due in event time: the causing event plus the waits before it
-    /// (live: clamped to the wall clock). Expiry counts from here, not from when a worker got to it.
-    var dueAt: Timestamp
 }
 
 struct Run {
@@ -605,7 +591,7 @@ struct Run {
                 decisions.append(Decision(reason: .cancelledJourneyExit, rule: rule, customerID: customerID, journey: n.journey,
                                           journeyVersion: n.version, instanceKey: n.key.isEmpty ? nil : n.key,
                                           stage: n.stage.isEmpty ? nil : n.stage, step: n.step, messageID: n.messageID,
-                                          priority: n.send.priority, decidedAt: clock, causedBy: n.causedBy))
+                                          priority: n.priority, decidedAt: clock, causedBy: n.causedBy))
             } else { keptCandidates.append(c) }
         }
         candidates = keptCandidates
@@ -631,9 +617,14 @@ struct Run {
             for f in inst.context { vars[f.name] = f.value }
         }
         let stageName = cj.def.stages.count == 1 && cj.def.stages[0].name == "main" ? "" : inst.stage
-        candidates.append(SendCandidate(seq: nextSeq(), priority: s.priority, createdAt: clock, kind: .new(NewSend(
-            journey: inst.journey, version: inst.version, key: inst.key, stage: stageName, step: stepID, send: s,
-            causedBy: inst.causedBy, messageID: id, variables: vars, dueAt: base))))
+        // Due at `base` in event time (the causing event plus the waits before it; live: clamped to the
+        // wall clock): expiry counts from there, not from when a worker got round to it.
+        let ttl = s.expiresAfter ?? rules.defaultExpiry
+        candidates.append(SendCandidate(seq: nextSeq(), priority: s.priority, createdAt: clock, kind: .new(SendPlan(
+            messageID: id, journey: inst.journey, version: inst.version, key: inst.key, stage: stageName, step: stepID,
+            template: s.template, priority: s.priority, transactional: s.transactional, channels: s.channels,
+            causedBy: inst.causedBy, variables: vars, createdAt: clock, expiresAt: base.adding(ttl),
+            expiryRule: "expiry:\(ttl)", mayAwaitProfile: true))))
     }
 
     mutating func nextSeq() -> Int { seq += 1; return seq }

@@ -223,12 +223,6 @@ public final class RedisStateStore: Sendable {
         ], arguments: [customer, origin, scope.state ? "1" : "0", scope.senderClaims ? "1" : "0", 86_400])
     }
 
-    /// Stores profiles (latest per partition offset wins). Returns which were stored (not stale).
-    public func putProfiles(_ profiles: [(customer: String, profile: [UInt8], partition: Int32, offset: Int64)]) async throws -> [Bool] {
-        try await applyProfileChanges(profiles.map { ($0.customer, .put(profile: $0.profile, partition: $0.partition, offset: $0.offset)) },
-                                      erasing: ErasureScope())
-    }
-
     /// Records how far input partitions have been read: `eventTime` for one that is behind, `nil` for
     /// one read to its end. `wallNow` (ms) dates the entries, so a worker that died does not hold
     /// timers back for ever (see ``eventTimeGate(now:wallNow:staleAfterMs:)``).

@@ -119,13 +119,15 @@ struct StateStoreTests {
     @Test("a stale profile from the same partition never overwrites a newer one")
     func profileOrdering() async throws {
         try await withStore { store, _ in
-            let stored = try await store.putProfiles([
-                ("c-7", Array("new".utf8), 2, 10), ("c-7", Array("old".utf8), 2, 9), ("c-7", Array("same".utf8), 2, 10),
-            ])
+            func put(_ items: [(String, String, Int32, Int64)]) async throws -> [Bool] {
+                try await store.applyProfileChanges(items.map { ($0.0, .put(profile: Array($0.1.utf8), partition: $0.2, offset: $0.3)) },
+                                                    erasing: .init())
+            }
+            let stored = try await put([("c-7", "new", 2, 10), ("c-7", "old", 2, 9), ("c-7", "same", 2, 10)])
             #expect(stored == [true, false, false])
             #expect(try await store.load(["c-7"])[0].profile == Array("new".utf8))
             // From another partition (topic repartitioned): accepted.
-            #expect(try await store.putProfiles([("c-7", Array("moved".utf8), 0, 1)]) == [true])
+            #expect(try await put([("c-7", "moved", 0, 1)]) == [true])
         }
     }
 

@@ -102,26 +102,20 @@ ln -sf "$bin" "$ROOT/.venv/bin/tansu"
 # 4. Offline validators for deploy/ (the test suite checks the manifests) -------------
 # Two virtualenvs: docker-compose 1.29 pins an old jsonschema that kubernetes-validate cannot use.
 # WAYMARK_DEPLOY_VALIDATORS=0 skips them (the container image build does).
-K8S_VENV="$ROOT/.venv-deploy/k8s"
+# validator NAME BINARY PACKAGE... : a virtualenv .venv-deploy/NAME holding BINARY, packages installed in order.
+validator() {
+  local name=$1 binary=$2; shift 2
+  local venv="$ROOT/.venv-deploy/$name"
+  if [ -x "$venv/bin/$binary" ]; then log "$binary (validator) present"; return; fi
+  log "installing $binary (PyPI, used only as an offline validator) into .venv-deploy/$name"
+  python3 -m venv "$venv"
+  for package in "$@"; do "$venv/bin/pip" install -q --disable-pip-version-check "$package"; done
+}
 if [ "${WAYMARK_DEPLOY_VALIDATORS:-1}" = "0" ]; then
   log "deploy validators skipped (WAYMARK_DEPLOY_VALIDATORS=0)"
-elif [ -x "$K8S_VENV/bin/kubernetes-validate" ]; then
-  log "kubernetes-validate present"
 else
-  log "installing kubernetes-validate (PyPI) into .venv-deploy/k8s"
-  python3 -m venv "$K8S_VENV"
-  "$K8S_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
-fi
-COMPOSE_VENV="$ROOT/.venv-deploy/compose"
-if [ "${WAYMARK_DEPLOY_VALIDATORS:-1}" = "0" ]; then
-  :
-elif [ -x "$COMPOSE_VENV/bin/docker-compose" ]; then
-  log "docker-compose (validator) present"
-else
-  log "installing docker-compose 1.29 (PyPI, used only as an offline validator) into .venv-deploy/compose"
-  python3 -m venv "$COMPOSE_VENV"
+  validator k8s kubernetes-validate "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
   # PyYAML 5.3.1 first: the 5.4 source build that docker-compose would pick fails under Cython 3.
-  "$COMPOSE_VENV/bin/pip" install -q --disable-pip-version-check "PyYAML==5.3.1"
-  "$COMPOSE_VENV/bin/pip" install -q --disable-pip-version-check "docker-compose==1.29.2"
+  validator compose docker-compose "PyYAML==5.3.1" "docker-compose==1.29.2"
 fi
 log "ready: librdkafka $(pkg-config --modversion rdkafka), hiredis $(pkg-config --modversion hiredis), $(redis-server --version | sed "s/.*v=\([^ ]*\).*/\1/"), tansu at .venv/bin/tansu"
