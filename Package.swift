@@ -12,6 +12,10 @@ import PackageDescription
 /// - `WaymarkHTTPTesting`: a fake webhook provider for tests, a Hummingbird app (records requests, fails or stalls on demand).
 /// - `WaymarkConfig`: YAML configuration, validated at start-up.
 /// - `WaymarkEngine`: the pure journey engine (no I/O, deterministic).
+/// - `WaymarkWire`: every wire format, one encoder and one decoder each (touchpoint, profile,
+///   outbound message, decision, receipt, dead-letter headers, provider handoff) and the
+///   conventions of `--json` output.
+/// - `WaymarkState`: the Redis key layout and every read and write of journey and sender state.
 /// - `WaymarkLocalStack`: starts a real redis-server and Tansu broker on free loopback ports.
 /// - `WaymarkCLI` (`waymark`) and `WaymarkBench` (`waymark-bench`): executables.
 let strict: [SwiftSetting] = [
@@ -75,12 +79,12 @@ let package = Package(
             dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
-        .target(name: "WaymarkSample", dependencies: ["WaymarkEngine"], swiftSettings: strict),
+        .target(name: "WaymarkSample", dependencies: ["WaymarkEngine", "WaymarkWire"], swiftSettings: strict),
         .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
-        .target(name: "WaymarkIngest", dependencies: ["WaymarkEngine"], swiftSettings: strict),
+        .target(name: "WaymarkWire", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(
             name: "WaymarkWorkers",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest", "WaymarkConfig", "WaymarkHTTP",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkWire", "WaymarkConfig", "WaymarkHTTP",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Hummingbird", package: "hummingbird"),
@@ -89,12 +93,12 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkControl",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkWorkers",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkWire", "WaymarkState", "WaymarkWorkers",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
             name: "WaymarkChaos",
-            dependencies: ["WaymarkLocalStack", "WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkIngest",
+            dependencies: ["WaymarkLocalStack", "WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkWire",
                            "WaymarkConfig", "WaymarkControl", "WaymarkSample", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
@@ -105,7 +109,7 @@ let package = Package(
             name: "WaymarkCLI",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
-                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest", "WaymarkHTTP",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkWire", "WaymarkHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -115,32 +119,38 @@ let package = Package(
             name: "WaymarkBench",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
-                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkIngest", "WaymarkChaos",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkWire", "WaymarkChaos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // What the integration suites share (a local stack with topics and journeys, readers, helpers).
+        .target(
+            name: "WaymarkTestSupport",
+            dependencies: ["WaymarkConfig", "WaymarkControl", "WaymarkEngine", "WaymarkKafka", "WaymarkLocalStack", "WaymarkRedis",
+                           "WaymarkState", "WaymarkWorkers", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/WaymarkTestSupport"),
         .testTarget(name: "WaymarkKafkaTests", dependencies: ["WaymarkKafka", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkRedisTests", dependencies: ["WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(name: "WaymarkLocalStackTests", dependencies: ["WaymarkLocalStack"]),
         .testTarget(
             name: "WaymarkControlTests",
-            dependencies: ["WaymarkControl", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig",
-                           "WaymarkWorkers", "WaymarkEngine", "WaymarkState", "WaymarkRedis", "WaymarkIngest",
+            dependencies: ["WaymarkControl", "WaymarkTestSupport", "WaymarkLocalStack", "WaymarkSample", "WaymarkKafka", "WaymarkConfig",
+                           "WaymarkWorkers", "WaymarkEngine", "WaymarkState", "WaymarkRedis", "WaymarkWire",
                            .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "WaymarkWorkersTests",
-            dependencies: ["WaymarkWorkers", "WaymarkChaos", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
+            dependencies: ["WaymarkWorkers", "WaymarkTestSupport", "WaymarkChaos", "WaymarkLocalStack", "WaymarkControl", "WaymarkConfig", "WaymarkKafka",
                            "WaymarkHTTP", "WaymarkHTTPTesting",
-                           "WaymarkRedis", "WaymarkEngine", "WaymarkIngest", "WaymarkState", "WaymarkSample",
+                           "WaymarkRedis", "WaymarkEngine", "WaymarkWire", "WaymarkState", "WaymarkSample",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(
-            name: "WaymarkIngestTests",
-            dependencies: ["WaymarkIngest", "WaymarkEngine", "WaymarkSample"]),
+            name: "WaymarkWireTests",
+            dependencies: ["WaymarkWire", "WaymarkEngine", "WaymarkSample"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig", "WaymarkEngine"]),
         .testTarget(
             name: "WaymarkHTTPTests",
@@ -154,7 +164,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "WaymarkEngineTests",
-            dependencies: ["WaymarkEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+            dependencies: ["WaymarkEngine", "WaymarkWire", .product(name: "PropertyBased", package: "swift-property-based")]),
     ],
     swiftLanguageModes: [.v6]
 )

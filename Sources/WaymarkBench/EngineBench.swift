@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import WaymarkConfig
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkSample
 
 /// One core, no I/O: touchpoint parsing, the engine, and the state codec on a generated day.

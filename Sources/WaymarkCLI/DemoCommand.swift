@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import WaymarkWire
 import Logging
 import WaymarkConfig
 import WaymarkControl
@@ -150,8 +151,7 @@ struct Demo: AsyncParsableCommand {
         let s = sender.stats
         var perChannel: [String: Int] = [:]
         for line in (FileManager.default.contents(atPath: providerFile) ?? Data()).split(separator: 0x0A) {
-            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-               let channel = (object["message"] as? [String: Any])?["channel"] as? String { perChannel[channel, default: 0] += 1 }
+            if case .success(let handoff) = ProviderHandoff.decode(line) { perChannel[handoff.message.channel.rawValue, default: 0] += 1 }
         }
         print("Senders: \(s.delivered) handed to providers (" + perChannel.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
               + "), \(s.parked) parked by send-time rules, \(s.expired) expired, \(s.noConsent) without consent at send time, "

@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import WaymarkControl
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
+import WaymarkState
 
 struct Dlq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +33,7 @@ struct Dlq: AsyncParsableCommand {
         func run() async throws {
             let context = try OperatorContext(global: global)
             let queue = DeadLetterQueue(topic: context.settings.kafka.deadLetter.name, client: context.client, admin: context.admin,
-                                        redis: nil, keyPrefix: context.keys.prefix)
+                                        redis: nil)
             let progress = ProgressLine(label: "dlq", quiet: quiet)
             let (counts, newest) = try await queue.list(limit: limit, progress: progress.callback())
             progress.finish()
@@ -82,7 +83,7 @@ struct Dlq: AsyncParsableCommand {
         func run() async throws {
             let context = try OperatorContext(global: global)
             let queue = DeadLetterQueue(topic: context.settings.kafka.deadLetter.name, client: context.client, admin: context.admin,
-                                        redis: nil, keyPrefix: context.keys.prefix)
+                                        redis: nil)
             let at = offset ?? position!
             guard let letter = try await queue.record(partition: partition, offset: at) else {
                 printError("no record at \(queue.topic)[\(partition)]@\(at)")
@@ -157,7 +158,7 @@ struct Dlq: AsyncParsableCommand {
             let context = try OperatorContext(global: global)
             let redis = try await context.redis()
             let queue = DeadLetterQueue(topic: context.settings.kafka.deadLetter.name, client: context.client, admin: context.admin,
-                                        redis: redis, keyPrefix: context.keys.prefix)
+                                        redis: OperatorStore(connection: redis, keys: context.keys))
             let filter = RedriveFilter(reason: reason, since: try parseTime(since, option: "--since"), includeFailedAgain: includeFailedAgain)
             let progress = ProgressLine(label: "dlq", quiet: quiet)
             let ask = yes

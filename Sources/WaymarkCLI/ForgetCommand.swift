@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkState
 

@@ -1,4 +1,5 @@
 import Foundation
+import WaymarkWire
 
 /// Renders rows as an aligned text table (first row is the header).
 func table(_ rows: [[String]]) -> String {
@@ -13,11 +14,9 @@ func table(_ rows: [[String]]) -> String {
     }.joined(separator: "\n")
 }
 
-/// Prints `value` as pretty, key-sorted JSON to stdout.
+/// Prints `value` to stdout in the `--json` conventions (``OperatorJSON``: snake_case, RFC 3339).
 func printJSON(_ value: some Encodable) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    print(String(decoding: try OperatorJSON.encoder().encode(value), as: UTF8.self))
 }
 
 /// "1.2M", "350k", "999".

@@ -3,7 +3,7 @@ import Logging
 import WaymarkConfig
 import WaymarkControl
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkLocalStack
 import WaymarkRedis
@@ -213,8 +213,7 @@ public enum CrashTest {
         let deadline = ContinuousClock.now + .seconds(180)
         while true {
             let lag = try await admin.lag(group: settings.kafka.journeyGroup, topics: [settings.kafka.touchpoints.name, settings.kafka.customers.name])
-            let pending = try await redis.pipeline((0..<shards).map { RedisCommand("ZCARD", keys.pendingOutbox(shard: $0)) })
-                .reduce(0) { $0 + Int($1.integer ?? 0) }
+            let pending = try await OperatorStore(connection: redis, keys: keys).pendingOutboxSummary().customers
             let outboundTopics = settings.kafka.channels.map { settings.kafka.outboundTopic($0) }
             let senderLag = try await admin.lag(group: settings.kafka.senderGroup, topics: outboundTopics).map(\.lag).reduce(0, +)
             if lag.map(\.lag).reduce(0, +) == 0, pending == 0, senderLag == 0 { break }
@@ -265,9 +264,8 @@ public enum CrashTest {
         var sentDecisions: [String: Set<[UInt8]>] = [:]
         for record in try await TopicReader.readAll(settings.kafka.decisions.name, client: client, admin: admin) {
             report.decisions += 1
-            guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-                  let reason = object["reason"] as? String, reason == "sent" || reason == "fallback_channel",
-                  let id = object["message_id"] as? String else { continue }
+            guard let value = record.value, case .success(let decision) = parser.decision(value),
+                  decision.reason == .sent || decision.reason == .fallbackChannel, let id = decision.messageID?.description else { continue }
             sentDecisions[id, default: []].insert(Array(value))
         }
         for (id, docs) in sentDecisions where docs.count > 1 {
@@ -292,11 +290,10 @@ public enum CrashTest {
         for path in providerFiles {
             let data = FileManager.default.contents(atPath: path) ?? Data()
             for line in data.split(separator: 0x0A) {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-                      let key = object["idempotency_key"] as? String, let at = object["handed_at"] as? Int,
-                      var message = messages[key] else { continue }
-                handed[key, default: 0] += 1
-                message.sendAfter = Timestamp(milliseconds: Int64(at))  // the moment of the provider call
+                guard case .success(let handoff) = ProviderHandoff.decode(line, parser: parser),
+                      var message = messages[handoff.idempotencyKey] else { continue }
+                handed[handoff.idempotencyKey, default: 0] += 1
+                message.sendAfter = Timestamp(milliseconds: handoff.handedAt)  // the moment of the provider call
                 handedMessages.append(message)
             }
             let repeats = FileManager.default.contents(atPath: path + ".repeats") ?? Data()
@@ -316,10 +313,9 @@ public enum CrashTest {
         report.parkedAtEnd = parkedIDs.count
         var suppressed = Set<String>()
         for record in try await TopicReader.readAll(settings.kafka.decisions.name, client: client, admin: admin) {
-            guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-                  let rule = object["rule"] as? String, rule.hasPrefix("send_time:"),
-                  let reason = object["reason"] as? String, reason.hasPrefix("suppressed"),
-                  let id = object["message_id"] as? String else { continue }
+            guard let value = record.value, case .success(let decision) = parser.decision(value),
+                  decision.rule.hasPrefix("send_time:"), decision.reason.rawValue.hasPrefix("suppressed"),
+                  let id = decision.messageID?.description else { continue }
             suppressed.insert(id)
         }
         report.suppressedAtSend = suppressed.count

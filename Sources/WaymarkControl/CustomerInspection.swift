@@ -1,5 +1,6 @@
 import Foundation
 import WaymarkEngine
+import WaymarkWire
 import WaymarkRedis
 import WaymarkState
 
@@ -91,14 +92,12 @@ public struct CustomerReport: Sendable, Codable {
         public var stage: String?
         public var step: String?
         public var channel: String?
-        public var messageId: String?
-        public var decidedAt: String
-        public var sendAfter: String?
+        public var messageID: String?
+        public var decidedAt: Instant
+        public var sendAfter: Instant?
         public var causedBy: String?
         public var detail: String?
         public var skipped: [Skip]
-        /// `decided_at` in the customer's time zone.
-        public var decidedAtLocal: String?
     }
 
     public var customer: String
@@ -148,12 +147,8 @@ public struct CustomerInspector: Sendable {
         let store = RedisStateStore(connection: redis, keys: keys)
         let stored = try await store.load([customer])[0]
         let shard = keys.shard(of: customer)
-        let extra = try await redis.pipeline([
-            RedisCommand("HGET", keys.profile(customer), "o"),
-            RedisCommand("ZSCORE", keys.due(shard: shard), customer),
-            RedisCommand("HGETALL", keys.sent(customer)),
-        ])
-        let profile = stored.profile.flatMap { Self.profile($0, source: extra[0].string, showContacts: showContacts) }
+        let entries = try await OperatorStore(connection: redis, keys: keys).customerEntries(customer)
+        let profile = stored.profile.flatMap { Self.profile($0, customer: customer, source: entries.profileSource, showContacts: showContacts) }
         let zone = profile?.timezone.flatMap { TimeZone(identifier: $0) != nil ? $0 : nil } ?? rules?.defaultTimezone ?? "UTC"
         let format = TimeFormat(zoneIdentifier: zone)
         func at(_ t: Timestamp) -> Instant { Instant(t.milliseconds, format) }
@@ -174,10 +169,7 @@ public struct CustomerInspector: Sendable {
             }
             if let rules {
                 report.caps = rules.frequencyCaps.map { cap in
-                    let counted = state.capHistory.filter { e in
-                        (cap.channel == nil || cap.channel == e.channel) && (cap.journey == nil || cap.journey == e.journey)
-                            && !(e.transactional && rules.capsExemptTransactional) && e.at.milliseconds > now - cap.window.milliseconds
-                    }
+                    let counted = rules.capOccupancy(cap, history: state.capHistory, at: Timestamp(milliseconds: now))
                     let full = counted.count >= cap.limit
                     return .init(name: cap.name, limit: cap.limit, window: cap.window.description, channel: cap.channel?.rawValue,
                                  journey: cap.journey, used: counted.count,
@@ -194,52 +186,33 @@ public struct CustomerInspector: Sendable {
                 .init(journey: $0.journey, stage: $0.stage, kind: "\($0.kind)", count: Int($0.count))
             }
         }
-        if let score = extra[1].string.flatMap(Double.init) { report.nextWakeUp = Instant(Int64(score), format) }
-
-        var claims: [(String, String)] = []
-        let items = extra[2].array ?? []
-        var index = 0
-        while index + 1 < items.count {
-            if let id = items[index].string, let status = items[index + 1].string { claims.append((id, status)) }
-            index += 2
-        }
-        claims.sort { $0.0 < $1.0 }
-        let parked = claims.isEmpty ? [] : try await redis.pipeline(claims.map { RedisCommand("ZSCORE", keys.delayed(shard: shard), $0.0) })
-        report.senderClaims = zip(claims, parked + Array(repeating: RedisReply.null, count: max(0, claims.count - parked.count))).map { claim, reply in
-            .init(messageID: claim.0, status: claim.1, parkedUntil: reply.string.flatMap(Double.init).map { Instant(Int64($0), format) })
+        report.nextWakeUp = entries.nextWakeUp.map { Instant($0, format) }
+        report.senderClaims = entries.senderClaims.map { claim in
+            .init(messageID: claim.messageID, status: claim.status, parkedUntil: claim.parkedUntil.map { Instant($0, format) })
         }
 
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
+
+        let parser = RecordParser()
         report.decisions = try await store.recentDecisions(customer, count: count).compactMap { bytes in
-            guard var view = try? decoder.decode(CustomerReport.DecisionView.self, from: Data(bytes)) else { return nil }
-            if case .success(let t) = Timestamp.parseRFC3339(view.decidedAt) { view.decidedAtLocal = format.local(t.milliseconds) }
-            return view
+            guard case .success(let d) = parser.decision(bytes) else { return nil }
+            return .init(reason: d.reason.rawValue, rule: d.rule, journey: d.journey, stage: d.stage, step: d.step,
+                         channel: d.channel?.rawValue, messageID: d.messageID?.description, decidedAt: at(d.decidedAt),
+                         sendAfter: d.sendAfter.map(at), causedBy: d.causedBy, detail: d.detail,
+                         skipped: d.skipped.map { .init(channel: $0.channel.rawValue, reason: $0.reason.rawValue, rule: $0.rule) })
         }
         return report
     }
 
-    /// Parses the stored profile JSON; contacts masked unless `showContacts`.
-    static func profile(_ bytes: [UInt8], source: String?, showContacts: Bool) -> CustomerReport.Profile? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return nil }
-        var contacts: [String: String] = [:]
-        for (channel, value) in object["contacts"] as? [String: Any] ?? [:] {
-            let text = value as? String ?? "\(value)"
-            contacts[channel] = showContacts ? text : ContactMask.mask(text)
-        }
-        var consent: [String: Bool] = [:]
-        for (channel, value) in object["consent"] as? [String: Any] ?? [:] { consent[channel] = (value as? Bool) ?? false }
-        var attributes: [String: String] = [:]
-        for (name, value) in object["attributes"] as? [String: Any] ?? [:] {
-            switch value {
-            case let s as String: attributes[name] = s
-            case let n as NSNumber: attributes[name] = n.stringValue
-            default: attributes[name] = "…"
-            }
-        }
-        return .init(timezone: object["timezone"] as? String, locale: object["locale"] as? String, contacts: contacts,
-                     contactsMasked: !showContacts, consent: consent,
-                     preferredChannels: object["preferred_channels"] as? [String] ?? [], attributes: attributes, source: source)
+    /// The stored profile (the `customers` record as taken); contacts masked unless `showContacts`.
+    static func profile(_ bytes: [UInt8], customer: String, source: String?, showContacts: Bool) -> CustomerReport.Profile? {
+        // Limits off: a stored profile was checked when it arrived; this only reads it back.
+        guard case .success(let p) = RecordParser(limits: IngestLimits(maxBytes: .max)).profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes))
+        else { return nil }
+        let contacts = Dictionary(uniqueKeysWithValues: p.contacts.map { ($0.key.rawValue, showContacts ? $0.value : ContactMask.mask($0.value)) })
+        return .init(timezone: p.timezone, locale: p.locale, contacts: contacts, contactsMasked: !showContacts,
+                     consent: Dictionary(uniqueKeysWithValues: p.consent.map { ($0.key.rawValue, $0.value) }),
+                     preferredChannels: p.preferredChannels.map(\.rawValue),
+                     attributes: p.attributes.mapValues { $0.keyString ?? "…" }, source: source)
     }
 }
 
@@ -310,12 +283,12 @@ extension CustomerReport {
         out.append("\nRecent decisions (newest first)")
         if decisions.isEmpty { out.append("  none") }
         for d in decisions {
-            var line = "  \(d.decidedAt)  \(d.reason)  rule \(d.rule)"
+            var line = "  \(d.decidedAt.utc)  \(d.reason)  rule \(d.rule)"
             if let j = d.journey { line += "  \(j)\(d.stage.map { "/\($0)" } ?? "")\(d.step.map { ":\($0)" } ?? "")" }
             if let c = d.channel { line += "  on \(c)" }
-            if let m = d.messageId { line += "  msg \(m)" }
+            if let m = d.messageID { line += "  msg \(m)" }
             out.append(line)
-            if let local = d.decidedAtLocal { out.append("      local \(local)\(d.sendAfter.map { ", send after \($0)" } ?? "")\(d.causedBy.map { ", caused by \($0)" } ?? "")") }
+            out.append("      local \(d.decidedAt.local)\(d.sendAfter.map { ", send after \(t($0))" } ?? "")\(d.causedBy.map { ", caused by \($0)" } ?? "")")
             for s in d.skipped { out.append("      skipped \(s.channel): \(s.reason) (\(s.rule))") }
             if let detail = d.detail { out.append("      \(detail)") }
         }

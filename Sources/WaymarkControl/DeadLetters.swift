@@ -1,21 +1,23 @@
 import Foundation
 import WaymarkKafka
 import WaymarkRedis
+import WaymarkState
+import WaymarkWire
 import WaymarkWorkers
 
 /// One record on the dead-letter topic, with the reason and origin from its headers.
 public struct DeadLetter: Sendable, Codable {
     public var partition: Int32
     public var offset: Int64
-    /// Kafka record timestamp (ms).
-    public var timestamp: Int64
+    /// Kafka record timestamp (ms; RFC 3339 in JSON).
+    @RFC3339Time public var timestamp: Int64
     public var reason: String
     public var detail: String
     public var sourceTopic: String?
     public var sourcePartition: Int32?
     public var sourceOffset: Int64?
     /// When the worker dead-lettered it (ms), falling back to the record timestamp.
-    public var deadLetteredAt: Int64
+    @RFC3339Time public var deadLetteredAt: Int64
     /// Set when the record itself came from an earlier redrive (`topic:partition:offset` of the earlier DLQ record).
     public var redrivenFrom: String?
     public var key: [UInt8]?
@@ -27,29 +29,18 @@ public struct DeadLetter: Sendable, Codable {
         public var value: [UInt8]?
     }
 
-    /// Headers Waymark adds when dead-lettering (dropped again when a record is redriven).
-    public static let waymarkHeaders: Set<String> = [
-        DeadLetterHeader.reason, DeadLetterHeader.detail, DeadLetterHeader.sourceTopic, DeadLetterHeader.sourcePartition,
-        DeadLetterHeader.sourceOffset, DeadLetterHeader.deadLetteredAt,
-    ]
-    /// Header a redriven record carries: `topic:partition:offset` of the dead-letter record it was copied from.
-    public static let redrivenFromHeader = "x-waymark-redriven-from"
-
     public init(_ record: KafkaConsumerRecord) {
-        // The last occurrence wins: a record dead-lettered twice carries the latest reason last.
-        func text(_ name: String) -> String? {
-            record.headers.last { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) }
-        }
+        let info = DeadLetterHeaders(headers: record.headers.map { ($0.name, $0.value) })
         partition = record.partition
         offset = record.offset
         timestamp = record.timestamp
-        reason = text(DeadLetterHeader.reason) ?? "unknown"
-        detail = text(DeadLetterHeader.detail) ?? ""
-        sourceTopic = text(DeadLetterHeader.sourceTopic)
-        sourcePartition = text(DeadLetterHeader.sourcePartition).flatMap { Int32($0) }
-        sourceOffset = text(DeadLetterHeader.sourceOffset).flatMap { Int64($0) }
-        deadLetteredAt = text(DeadLetterHeader.deadLetteredAt).flatMap { Int64($0) } ?? record.timestamp
-        redrivenFrom = text(Self.redrivenFromHeader)
+        reason = info.reason
+        detail = info.detail
+        sourceTopic = info.sourceTopic
+        sourcePartition = info.sourcePartition
+        sourceOffset = info.sourceOffset
+        deadLetteredAt = info.deadLetteredAt ?? record.timestamp
+        redrivenFrom = info.redrivenFrom
         key = record.key.map(Array.init)
         value = record.value.map(Array.init)
         headers = record.headers.map { Header(name: $0.name, value: $0.value) }
@@ -128,19 +119,15 @@ public struct DeadLetterQueue: Sendable {
     public let topic: String
     public let client: KafkaClientConfiguration
     public let admin: KafkaAdmin
-    public let redis: RedisConnection?
-    public let keyPrefix: String
+    /// Where redrive marks live (``KeySpace/redriven(deadLetterTopic:)``); `nil` for read-only use.
+    public let redis: OperatorStore?
 
-    public init(topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin, redis: RedisConnection?, keyPrefix: String) {
+    public init(topic: String, client: KafkaClientConfiguration, admin: KafkaAdmin, redis: OperatorStore?) {
         self.topic = topic
         self.client = client
         self.admin = admin
         self.redis = redis
-        self.keyPrefix = keyPrefix
     }
-
-    /// The Redis hash of redriven records.
-    public var redrivenKey: String { "\(keyPrefix):{dlq}:redriven:\(topic)" }
 
     /// Every record on the topic, oldest first per partition.
     public func all(progress: (@Sendable (ScanProgress) -> Void)? = nil) async throws -> [DeadLetter] {
@@ -181,7 +168,7 @@ public struct DeadLetterQueue: Sendable {
     }
 
     /// Copies matching records back to their source topics (original key, value and headers, minus
-    /// Waymark's dead-letter headers, plus ``DeadLetter/redrivenFromHeader``), each at most once ever.
+    /// Waymark's dead-letter headers, plus ``DeadLetterHeaders/Name/redrivenFrom``), each at most once ever.
     /// `confirm` sees how many records would be redriven and returns whether to go ahead.
     public func redrive(filter: RedriveFilter, progress: (@Sendable (ScanProgress) -> Void)? = nil,
                         confirm: (_ candidates: [DeadLetter]) -> Bool = { _ in true }) async throws -> RedriveResult? {
@@ -190,21 +177,14 @@ public struct DeadLetterQueue: Sendable {
         let matching = try await all(progress: progress).filter(filter.matches)
         result.matched = matching.count
         let ids = matching.map { "\($0.partition):\($0.offset)" }
-        var marks: [String?] = []
-        if !ids.isEmpty {
-            for chunk in stride(from: 0, to: ids.count, by: 1_000) {
-                let part = Array(ids[chunk..<min(chunk + 1_000, ids.count)])
-                let reply = try await redis.send(RedisCommand("HMGET", arguments: [redrivenKey] + part))
-                marks += (reply.array ?? []).map(\.string)
-            }
-        }
+        let marks = ids.isEmpty ? [] : try await redis.redriveMarks(deadLetterTopic: topic, records: ids)
         var candidates: [DeadLetter] = []
         for (letter, mark) in zip(matching, marks) {
             if let mark {
                 if mark.hasPrefix("pending") { result.inDoubt.append("\(letter.partition):\(letter.offset)") } else { result.alreadyRedriven += 1 }
             } else if letter.sourceTopic == nil || letter.sourceTopic!.isEmpty {
                 result.noSource += 1
-            } else if !filter.includeFailedAgain && letter.headers.contains(where: { $0.name == DeadLetter.redrivenFromHeader }) {
+            } else if !filter.includeFailedAgain && letter.headers.contains(where: { $0.name == DeadLetterHeaders.Name.redrivenFrom }) {
                 result.failedAgain += 1
             } else {
                 candidates.append(letter)
@@ -218,34 +198,32 @@ public struct DeadLetterQueue: Sendable {
         for chunk in stride(from: 0, to: candidates.count, by: 500) {
             let batch = Array(candidates[chunk..<min(chunk + 500, candidates.count)])
             // Claim first: only records this run claimed are published.
-            let claims = try await redis.pipeline(batch.map {
-                RedisCommand("HSETNX", redrivenKey, "\($0.partition):\($0.offset)", "pending:\(now)")
-            })
-            let mine = zip(batch, claims).filter { $0.1.integer == 1 }.map(\.0)
+            let claims = try await redis.claimRedrive(deadLetterTopic: topic, records: batch.map { "\($0.partition):\($0.offset)" }, now: now)
+            let mine = zip(batch, claims).filter { $0.1 }.map(\.0)
             result.alreadyRedriven += batch.count - mine.count
             if mine.isEmpty { continue }
             let reports = try await producer.send(mine.map { letter in
                 KafkaProducerRecord(
                     topic: letter.sourceTopic!, key: letter.key, value: letter.value,
-                    headers: letter.headers.filter { !DeadLetter.waymarkHeaders.contains($0.name) && $0.name != DeadLetter.redrivenFromHeader }
+                    headers: letter.headers.filter { !DeadLetterHeaders.Name.added.contains($0.name) && $0.name != DeadLetterHeaders.Name.redrivenFrom }
                         .map { KafkaHeader(name: $0.name, value: $0.value) }
-                        + [KafkaHeader(name: DeadLetter.redrivenFromHeader, string: "\(topic):\(letter.partition):\(letter.offset)")])
+                        + [KafkaHeader(name: DeadLetterHeaders.Name.redrivenFrom, string: "\(topic):\(letter.partition):\(letter.offset)")])
             })
-            var marks: [RedisCommand] = []
+            var settled: [(record: String, target: String?)] = []
             var failures: [String] = []
             for (letter, report) in zip(mine, reports) {
                 let field = "\(letter.partition):\(letter.offset)"
                 if let error = report.error {
                     // Not published: release the claim so a later run retries it.
-                    marks.append(RedisCommand("HDEL", redrivenKey, field))
+                    settled.append((field, nil))
                     failures.append("\(field) → \(letter.sourceTopic!): \(error)")
                     continue
                 }
-                marks.append(RedisCommand("HSET", redrivenKey, field, "done:\(report.topic):\(report.partition):\(report.offset)"))
+                settled.append((field, "\(report.topic):\(report.partition):\(report.offset)"))
                 result.redriven += 1
                 result.byTopic[letter.sourceTopic!, default: 0] += 1
             }
-            _ = try await redis.pipeline(marks)
+            try await redis.settleRedrive(deadLetterTopic: topic, settled)
             if !failures.isEmpty {
                 throw RedriveError(message: "\(failures.count) records not published (claims released, run again): \(failures.prefix(3).joined(separator: "; "))")
             }

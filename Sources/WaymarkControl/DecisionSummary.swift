@@ -1,6 +1,6 @@
 import Foundation
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 
 /// Aggregates `journey.decisions` records: outcomes by reason and channel, and per-journey funnels.
 public struct DecisionSummary: Sendable, Codable {

@@ -1,5 +1,5 @@
 import Foundation
-import WaymarkIngest
+import WaymarkWire
 import WaymarkEngine
 import WaymarkKafka
 

@@ -1,4 +1,5 @@
 import Foundation
+import WaymarkWire
 import WaymarkEngine
 
 /// Checks Waymark's promises on what it actually published, independently of how it decided:
@@ -25,13 +26,9 @@ public struct InvariantAudit: Sendable {
 
     /// Parses an outbound message document; `nil` if it is not one.
     public static func message(_ bytes: some Collection<UInt8>) -> Message? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              let id = object["message_id"] as? String, let customer = object["customer_id"] as? String,
-              let channel = (object["channel"] as? String).flatMap(Channel.init(rawValue:)),
-              let journey = object["journey"] as? String, let sendAfter = object["send_after"] as? String,
-              case .success(let time) = Timestamp.parseRFC3339(sendAfter) else { return nil }
-        return Message(id: id, customer: customer, channel: channel, journey: journey,
-                       transactional: object["transactional"] as? Bool ?? false, sendAfter: time)
+        guard case .success(let m) = RecordParser().outbound(bytes) else { return nil }
+        return Message(id: m.messageID.description, customer: m.customerID, channel: m.channel, journey: m.journey,
+                       transactional: m.transactional, sendAfter: m.sendAfter)
     }
 
     /// Cap violations among `messages` (distinct by id), as readable lines.

@@ -1,5 +1,6 @@
 import Foundation
 import WaymarkEngine
+import WaymarkWire
 
 /// Hides personal data in operator output: enough to recognise an address, never the whole of it.
 public enum ContactMask {
@@ -45,7 +46,8 @@ public struct TimeFormat: Sendable {
     }
 }
 
-/// A time rendered for JSON: milliseconds, UTC and the customer's local time.
+/// A time in a customer report: in JSON an RFC 3339 string in UTC (the convention of every
+/// `--json` output, see ``OperatorJSON``); in text also in the customer's time zone (``local``).
 public struct Instant: Sendable, Codable, Hashable {
     public var ms: Int64
     public var utc: String
@@ -55,6 +57,16 @@ public struct Instant: Sendable, Codable, Hashable {
         ms = milliseconds
         utc = TimeFormat.utc(milliseconds)
         local = format.local(milliseconds)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(utc)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let milliseconds = try RFC3339Time(from: decoder).wrappedValue
+        self.init(milliseconds, TimeFormat(zoneIdentifier: "UTC"))
     }
 }
 

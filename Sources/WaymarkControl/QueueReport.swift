@@ -1,4 +1,5 @@
 import Foundation
+import WaymarkWire
 import WaymarkConfig
 import WaymarkKafka
 import WaymarkRedis
@@ -49,8 +50,8 @@ public struct QueueSnapshot: Sendable, Codable {
         }
     }
 
-    /// Milliseconds since the epoch when taken.
-    public var takenAt: Int64
+    /// Milliseconds since the epoch when taken (RFC 3339 in JSON).
+    @RFC3339Time public var takenAt: Int64
     public var partitions: [Partition]
     public var groups: [GroupPartition]
     /// Customers with a pending timer or deferred (quiet-hours) message, by next wake-up.
@@ -149,20 +150,12 @@ public struct QueueInspector: Sendable {
         var oldestOutbox: Int64?
         if let redis {
             let edges = [now, now + 3_600_000, now + 86_400_000]
-            timers = try await Self.buckets(redis, keys: (0..<keys.shards).map { keys.due(shard: $0) }, edges: edges)
-            delayed = try await Self.buckets(redis, keys: (0..<keys.shards).map { keys.delayed(shard: $0) }, edges: edges)
-            var commands: [RedisCommand] = []
-            for shard in 0..<keys.shards {
-                commands.append(RedisCommand("ZCARD", keys.pendingOutbox(shard: shard)))
-                commands.append(RedisCommand("ZRANGE", keys.pendingOutbox(shard: shard), 0, 0, "WITHSCORES"))
-            }
-            let replies = try await redis.pipeline(commands)
-            for index in stride(from: 0, to: replies.count, by: 2) {
-                outboxCustomers += Int(replies[index].integer ?? 0)
-                if let items = replies[index + 1].array, items.count == 2, let score = items[1].string.flatMap(Double.init) {
-                    oldestOutbox = min(oldestOutbox ?? Int64(score), Int64(score))
-                }
-            }
+            let store = OperatorStore(connection: redis, keys: keys)
+            let wakeUps = try await store.wakeUpCounts(upTo: edges)
+            timers = QueueSnapshot.DueBuckets(cumulative: wakeUps.cumulative, total: wakeUps.total)
+            let parked = try await store.parkedCounts(upTo: edges)
+            delayed = QueueSnapshot.DueBuckets(cumulative: parked.cumulative, total: parked.total)
+            (outboxCustomers, oldestOutbox) = try await store.pendingOutboxSummary()
         }
 
         if existing.contains(settings.kafka.deadLetter.name) {
@@ -173,21 +166,4 @@ public struct QueueInspector: Sendable {
                              deadLettersByReason: deadLetters.byReason)
     }
 
-    /// Sums ZCOUNTs up to each edge and ZCARDs over sorted sets, in one round trip.
-    static func buckets(_ redis: RedisConnection, keys: [String], edges: [Int64]) async throws -> QueueSnapshot.DueBuckets {
-        var commands: [RedisCommand] = []
-        for key in keys {
-            for edge in edges { commands.append(RedisCommand("ZCOUNT", key, "-inf", Int(edge))) }
-            commands.append(RedisCommand("ZCARD", key))
-        }
-        let replies = try await redis.pipeline(commands)
-        let stride = edges.count + 1
-        var cumulative = Array(repeating: 0, count: edges.count)
-        var total = 0
-        for (index, reply) in replies.enumerated() {
-            let value = Int(reply.integer ?? 0)
-            if index % stride == edges.count { total += value } else { cumulative[index % stride] += value }
-        }
-        return QueueSnapshot.DueBuckets(cumulative: cumulative, total: total)
-    }
 }

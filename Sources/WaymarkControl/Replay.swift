@@ -1,6 +1,6 @@
 import Foundation
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 
 /// One message in a replay comparison.
@@ -10,8 +10,8 @@ public struct ReplayMessage: Sendable, Hashable, Codable {
     public var journey: String
     public var step: String
     public var channel: String
-    /// Milliseconds since the epoch.
-    public var sendAfter: Int64
+    /// Milliseconds since the epoch (RFC 3339 in JSON).
+    @RFC3339Time public var sendAfter: Int64
 }
 
 /// How a message differs between the baseline and the replay under new rules.
@@ -27,8 +27,8 @@ public struct ReplayChange: Sendable, Hashable, Codable {
 
 /// The result of a dry run.
 public struct ReplayReport: Sendable, Codable {
-    public var from: Int64
-    public var to: Int64
+    @RFC3339Time public var from: Int64
+    @RFC3339Time public var to: Int64
     public var eventsRead = 0
     public var eventsInRange = 0
     public var customers = 0

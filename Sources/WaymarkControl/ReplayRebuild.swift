@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
@@ -74,30 +74,23 @@ public struct ReplayRebuild: Sendable {
                     touchpointTopics: [String], customersTopic: String,
                     progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) async throws -> RebuildReport {
         let connection = store.connection
-        let fence = Fence(connection: connection, prefix: store.keys.prefix)
-        let checkpointKey = "\(store.keys.prefix):rebuild:\(id)"
+        let fence = Fence(connection: connection, keys: store.keys)
+        let checkpoints = OperatorStore(connection: connection, keys: store.keys)
         guard try await fence.raise(holder: id, ttlSeconds: 300) else {
             throw RebuildInterrupted(afterCustomers: 0)
         }
         // Checkpoint: end-offset snapshot and customers done.
         var snapshot: [KafkaTopicPartition: Int64] = [:]
         var done = 0
-        let saved = try await connection.send(RedisCommand("HGETALL", checkpointKey)).array?.compactMap(\.string) ?? []
-        if saved.count >= 2 {
-            var fields: [String: String] = [:]
-            for i in stride(from: 0, to: saved.count - 1, by: 2) { fields[saved[i]] = saved[i + 1] }
-            done = Int(fields["done"] ?? "0") ?? 0
-            for entry in (fields["offsets"] ?? "").split(separator: ",") {
-                let parts = entry.split(separator: "|")
-                if parts.count == 3, let p = Int32(parts[1]), let o = Int64(parts[2]) {
-                    snapshot[KafkaTopicPartition(topic: String(parts[0]), partition: p)] = o
-                }
-            }
+        if let saved = try await checkpoints.rebuildCheckpoint(id) {
+            done = saved.done
+            for mark in saved.endOffsets { snapshot[KafkaTopicPartition(topic: mark.topic, partition: mark.partition)] = mark.offset }
         } else {
             try await Task.sleep(for: settle)  // let batches already in flight finish
             for (partition, marks) in try await admin.endOffsets(topics: touchpointTopics) { snapshot[partition] = marks.high }
-            let encoded = snapshot.sorted { $0.key < $1.key }.map { "\($0.key.topic)|\($0.key.partition)|\($0.value)" }.joined(separator: ",")
-            _ = try await connection.send(RedisCommand("HSET", checkpointKey, "offsets", encoded, "done", 0))
+            try await checkpoints.saveRebuildCheckpoint(id, .init(endOffsets: snapshot.sorted { $0.key < $1.key }.map {
+                .init(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value)
+            }, done: 0))
         }
 
         let parser = RecordParser(limits: IngestLimits(maxFutureSkew: .days(36_500), maxAge: .zero))
@@ -155,11 +148,11 @@ public struct ReplayRebuild: Sendable {
                 }
             }
             index = end
-            _ = try await connection.send(RedisCommand("HSET", checkpointKey, "done", index))
+            try await checkpoints.recordRebuildProgress(id, done: index)
             try await fence.renew(holder: id, ttlSeconds: 300)
             progress(index, customers.count)
         }
-        _ = try await connection.send(RedisCommand("DEL", checkpointKey))
+        try await checkpoints.clearRebuildCheckpoint(id)
         try await fence.lift(holder: id)
         return report
     }

@@ -52,23 +52,17 @@ extension Run {
 
     func capExempt(_ transactional: Bool) -> Bool { transactional && rules.capsExemptTransactional }
 
-    static func capApplies(_ cap: FrequencyCap, channel: Channel, journey: String) -> Bool {
-        if let c = cap.channel, c != channel { return false }
-        if let j = cap.journey, j != journey { return false }
-        return true
-    }
-
     /// The first cap a send at `t` would exceed, ignoring the listed entries.
     func capViolation(at t: Timestamp, channel: Channel, journey: String, transactional: Bool,
                       ignoring: [MessageID]) -> FrequencyCap? {
         if capExempt(transactional) { return nil }
         let T = t.milliseconds
         var times: [Int64] = []
-        for cap in rules.frequencyCaps where Run.capApplies(cap, channel: channel, journey: journey) {
+        for cap in rules.frequencyCaps where rules.capCounts(cap, channel: channel, journey: journey, transactional: transactional) {
             let W = cap.window.milliseconds
             times.removeAll(keepingCapacity: true)
             times.append(T)
-            for e in state.capHistory where !capExempt(e.transactional) && Run.capApplies(cap, channel: e.channel, journey: e.journey) {
+            for e in state.capHistory where rules.capCounts(cap, channel: e.channel, journey: e.journey, transactional: e.transactional) {
                 let dt = e.at.milliseconds - T
                 if dt > -W && dt < W && !ignoring.contains(e.messageID) { times.append(e.at.milliseconds) }
             }
@@ -100,7 +94,7 @@ extension Run {
             var victim: DeferredMessage? = nil
             for d in state.deferred where d.hold == .quietHours && d.message.priority < priority && !ignoring.contains(d.message.messageID) {
                 let m = d.message
-                guard !capExempt(m.transactional), Run.capApplies(cap, channel: m.channel, journey: m.journey),
+                guard rules.capCounts(cap, channel: m.channel, journey: m.journey, transactional: m.transactional),
                       abs(m.sendAfter.milliseconds - t.milliseconds) < cap.window.milliseconds else { continue }
                 if let v = victim {
                     let vm = v.message

@@ -46,31 +46,6 @@ public struct OutboundMessage: Sendable, Hashable {
         self.causedBy = causedBy; self.locale = locale; self.variables = variables
         self.fallbackChannels = fallbackChannels
     }
-
-    /// Canonical JSON with keys in sorted order; byte-identical for identical messages.
-    public func jsonBytes() -> [UInt8] {
-        var w = JSONWriter(capacity: 384)
-        w.beginObject()
-        w.key("caused_by"); w.string(causedBy)
-        w.key("channel"); w.string(channel.rawValue)
-        w.key("created_at"); w.timestamp(createdAt)
-        w.key("customer_id"); w.string(customerID)
-        w.key("expires_at"); w.timestamp(expiresAt)
-        w.key("fallback_channels"); w.beginArray(); for c in fallbackChannels { w.string(c.rawValue) }; w.endArray()
-        w.key("journey"); w.string(journey)
-        w.key("journey_version"); w.int(Int64(journeyVersion))
-        w.key("locale"); w.optionalString(locale)
-        w.key("message_id"); w.unescapedString(messageID.bytes())
-        w.key("priority"); w.int(Int64(priority))
-        w.key("send_after"); w.timestamp(sendAfter)
-        w.key("stage"); w.string(stage)
-        w.key("step"); w.string(step)
-        w.key("template"); w.string(template)
-        w.key("transactional"); w.bool(transactional)
-        w.key("variables"); w.object(variables)
-        w.endObject()
-        return w.bytes
-    }
 }
 
 /// Why a decision was taken. Raw values are the `reason` strings on `journey.decisions`.
@@ -159,38 +134,5 @@ public struct Decision: Sendable, Hashable {
         self.channel = channel; self.messageID = messageID; self.priority = priority; self.decidedAt = decidedAt
         self.sendAfter = sendAfter; self.expiresAt = expiresAt; self.causedBy = causedBy
         self.skipped = skipped; self.detail = detail
-    }
-
-    /// Canonical JSON with every key present (null when absent) in sorted order.
-    public func jsonBytes() -> [UInt8] {
-        var w = JSONWriter(capacity: 384)
-        w.beginObject()
-        w.key("caused_by"); w.optionalString(causedBy)
-        w.key("channel"); w.optionalString(channel?.rawValue)
-        w.key("customer_id"); w.string(customerID)
-        w.key("decided_at"); w.timestamp(decidedAt)
-        w.key("detail"); w.optionalString(detail)
-        w.key("expires_at"); w.optionalTimestamp(expiresAt)
-        w.key("instance_key"); w.optionalString(instanceKey)
-        w.key("journey"); w.optionalString(journey)
-        w.key("journey_version"); if let journeyVersion { w.int(Int64(journeyVersion)) } else { w.null() }
-        w.key("message_id"); if let messageID { w.unescapedString(messageID.bytes()) } else { w.null() }
-        w.key("priority"); if let priority { w.int(Int64(priority)) } else { w.null() }
-        w.key("reason"); w.string(reason.rawValue)
-        w.key("rule"); w.string(rule)
-        w.key("send_after"); w.optionalTimestamp(sendAfter)
-        w.key("skipped"); w.beginArray()
-        for s in skipped {
-            w.beginObject()
-            w.key("channel"); w.string(s.channel.rawValue)
-            w.key("reason"); w.string(s.reason.rawValue)
-            w.key("rule"); w.string(s.rule)
-            w.endObject()
-        }
-        w.endArray()
-        w.key("stage"); w.optionalString(stage)
-        w.key("step"); w.optionalString(step)
-        w.endObject()
-        return w.bytes
     }
 }

@@ -123,3 +123,23 @@ public struct FrequencyCap: Sendable, Hashable {
         self.name = name; self.limit = limit; self.window = window; self.channel = channel; self.journey = journey
     }
 }
+
+extension Rules {
+    /// Whether `cap` counts a send on `channel` in `journey`: the channel and journey match and the
+    /// send is not an exempt transactional one. The one definition the engine and reports share.
+    public func capCounts(_ cap: FrequencyCap, channel: Channel, journey: String, transactional: Bool) -> Bool {
+        if transactional && capsExemptTransactional { return false }
+        if let c = cap.channel, c != channel { return false }
+        if let j = cap.journey, j != journey { return false }
+        return true
+    }
+
+    /// The entries of `history` that still occupy `cap` at `now`: counted by it, and planned at a
+    /// time whose window `[at, at + window)` has not ended (sends held for later count already).
+    public func capOccupancy(_ cap: FrequencyCap, history: [CapEntry], at now: Timestamp) -> [CapEntry] {
+        history.filter { e in
+            capCounts(cap, channel: e.channel, journey: e.journey, transactional: e.transactional)
+                && e.at.milliseconds + cap.window.milliseconds > now.milliseconds
+        }
+    }
+}

@@ -1,7 +1,10 @@
 import WaymarkEngine
+import WaymarkWire
 
-/// Field helpers for the generator on top of the engine's ``JSONWriter`` (one JSON writer in the
-/// project): field order is call order, so generated documents are byte-for-byte reproducible.
+/// Field helpers for the generator on top of the wire module's ``JSONWriter``: field order is call
+/// order, so generated documents are byte-for-byte reproducible. The generator plays a shop's own
+/// systems, so it writes touchpoints and profiles as they would (local UTC offsets, money with two
+/// decimals, its own field order) rather than through Waymark's encoders: the parsers must accept both.
 extension JSONWriter {
     mutating func field(_ name: String, _ value: String) { key(name); string(value) }
     mutating func field(_ name: String, _ value: Int) { key(name); int(Int64(value)) }

@@ -1,5 +1,6 @@
 import Foundation
 import WaymarkEngine
+import WaymarkWire
 
 /// A deterministic pseudo-random generator (SplitMix64): the same seed gives the same day.
 public struct SeededRandom: RandomNumberGenerator, Sendable {

@@ -7,9 +7,9 @@ public struct Fence: Sendable {
     public let connection: RedisConnection
     public let key: String
 
-    public init(connection: RedisConnection, prefix: String) {
+    public init(connection: RedisConnection, keys: KeySpace) {
         self.connection = connection
-        self.key = "\(prefix):fence"
+        self.key = keys.fence
     }
 
     /// The holder's description if a fence is up.

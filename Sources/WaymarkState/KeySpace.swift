@@ -57,4 +57,11 @@ public struct KeySpace: Sendable, Hashable {
     public func delayedMessages(shard: Int) -> String { "\(prefix):\(tag(shard)):dlm" }
     /// Hash of sender dedup marks for messages of this shard's customers: message id → status.
     public func sent(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):sent:\(customer)" }
+    /// String: the holder of the rebuild fence (see ``Fence``), with an expiry.
+    public var fence: String { "\(prefix):fence" }
+    /// Hash of the checkpoint of rebuild `id`: `offsets` (end-offset snapshot) and `done` (customers finished).
+    public func rebuildCheckpoint(_ id: String) -> String { "\(prefix):rebuild:\(id)" }
+    /// Hash of dead-letter record (`partition:offset`) → redrive mark (`pending:<ms>` or `done:<target>`),
+    /// for the dead-letter topic `topic`.
+    public func redriven(deadLetterTopic topic: String) -> String { "\(prefix):{dlq}:redriven:\(topic)" }
 }

@@ -293,19 +293,6 @@ public final class RedisStateStore: Sendable {
         return out
     }
 
-    /// Number of customers with a wake-up, per due-time bucket edge (ms): counts of `(-inf, edge]` for
-    /// each edge, for queue inspection.
-    public func dueCounts(upTo edges: [Int64]) async throws -> [Int] {
-        var totals = Array(repeating: 0, count: edges.count)
-        var commands: [RedisCommand] = []
-        for shard in 0..<keys.shards {
-            for edge in edges { commands.append(RedisCommand("ZCOUNT", keys.due(shard: shard), "-inf", Int(edge))) }
-        }
-        let replies = try await connection.pipeline(commands)
-        for (index, reply) in replies.enumerated() { totals[index % edges.count] += Int(reply.integer ?? 0) }
-        return totals
-    }
-
     /// Outbox entries of customers whose oldest entry is older than `before` (ms): left behind by a
     /// worker that crashed between its Redis write and its Kafka publish.
     public func pendingOutbox(before: Int64, limitPerShard: Int = 100) async throws -> [(customer: String, entries: [String], records: [OutboxRecord])] {

@@ -1,31 +1,19 @@
-import WaymarkIngest
 import WaymarkKafka
-
-/// Headers Waymark puts on dead-letter records, next to the original key and value bytes.
-public enum DeadLetterHeader {
-    /// A ``RejectionReason`` raw value, for example `invalid_json`.
-    public static let reason = "x-waymark-reason"
-    /// Human-readable context (field names, positions; never values).
-    public static let detail = "x-waymark-detail"
-    public static let sourceTopic = "x-waymark-source-topic"
-    public static let sourcePartition = "x-waymark-source-partition"
-    public static let sourceOffset = "x-waymark-source-offset"
-    /// Milliseconds since the epoch when the record was dead-lettered.
-    public static let deadLetteredAt = "x-waymark-dead-lettered-at"
-}
+import WaymarkWire
 
 extension KafkaProducerRecord {
-    /// The dead-letter copy of `record`: its original key and value, the reason in headers.
+    /// The dead-letter copy of `record`: its original key, value and headers, plus the reason and
+    /// origin in ``DeadLetterHeaders``.
     static func deadLetter(_ record: KafkaConsumerRecord, rejection: Rejection, topic: String, at now: Int64) -> KafkaProducerRecord {
-        KafkaProducerRecord(
-            topic: topic, key: record.key.map(Array.init), value: record.value.map(Array.init),
-            headers: record.headers + [
-                KafkaHeader(name: DeadLetterHeader.reason, string: rejection.reason.rawValue),
-                KafkaHeader(name: DeadLetterHeader.detail, string: rejection.detail),
-                KafkaHeader(name: DeadLetterHeader.sourceTopic, string: record.topic),
-                KafkaHeader(name: DeadLetterHeader.sourcePartition, string: String(record.partition)),
-                KafkaHeader(name: DeadLetterHeader.sourceOffset, string: String(record.offset)),
-                KafkaHeader(name: DeadLetterHeader.deadLetteredAt, string: String(now)),
-            ])
+        deadLetter(key: record.key.map(Array.init), value: record.value.map(Array.init), headers: record.headers, topic: topic,
+                   DeadLetterHeaders(reason: rejection.reason.rawValue, detail: rejection.detail, sourceTopic: record.topic,
+                                     sourcePartition: record.partition, sourceOffset: record.offset, deadLetteredAt: now))
+    }
+
+    /// A dead letter of `key` and `value` (a message the sender gave up on, say) with `info` in its headers.
+    static func deadLetter(key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader] = [], topic: String,
+                           _ info: DeadLetterHeaders) -> KafkaProducerRecord {
+        KafkaProducerRecord(topic: topic, key: key, value: value,
+                            headers: headers + info.encoded.map { KafkaHeader(name: $0.name, string: $0.value) })
     }
 }

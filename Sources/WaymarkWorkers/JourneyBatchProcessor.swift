@@ -2,7 +2,7 @@ import Logging
 import Synchronization
 import WaymarkConfig
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkState
 

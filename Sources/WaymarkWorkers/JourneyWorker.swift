@@ -4,7 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import WaymarkConfig
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
@@ -90,7 +90,7 @@ public final class JourneyWorker: Service, Sendable {
         // Two-stage pipeline: while batch N is published and its offsets committed, batch N+1 is
         // polled and processed. Processing stays sequential (N+1 reads the state N committed), offset
         // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
-        let fence = Fence(connection: connection, prefix: environment.keys.prefix)
+        let fence = Fence(connection: connection, keys: environment.keys)
         var eventTimeRead: [KafkaTopicPartition: Int64] = [:]
         while !control.isStopping {
             var polled = try await consumer.poll(maxRecords: settings.worker.maxBatch,

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import WaymarkEngine
+import WaymarkWire
 
 /// What a sender hands to a provider.
 public struct ProviderRequest: Sendable {
@@ -50,10 +51,8 @@ public final class FileProvider: MessageProvider {
         if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
         var seen = Set<String>()
         if let data = FileManager.default.contents(atPath: path) {
-            let needle = Array("{\"idempotency_key\":\"".utf8)
-            for line in data.split(separator: 0x0A) where line.starts(with: needle) {
-                let rest = line.dropFirst(needle.count)
-                if let end = rest.firstIndex(of: UInt8(ascii: "\"")) { seen.insert(String(decoding: rest[..<end], as: UTF8.self)) }
+            for line in data.split(separator: 0x0A) {
+                if let key = ProviderHandoff.idempotencyKey(ofLine: line) { seen.insert(key) }
             }
         }
         let repeatsPath = path + ".repeats"
@@ -67,15 +66,8 @@ public final class FileProvider: MessageProvider {
     }
 
     public func deliver(_ request: ProviderRequest) async -> ProviderResult {
-        var w = JSONWriter(capacity: 512)
-        w.beginObject()
-        w.key("idempotency_key"); w.string(request.idempotencyKey)
-        w.key("attempt"); w.int(Int64(request.attempt))
-        w.key("handed_at"); w.int(WallClock.now().milliseconds)
-        w.key("to"); w.string(request.address)
-        w.key("message"); w.rawJSON(request.message.jsonBytes())
-        w.endObject()
-        var line = w.bytes
+        var line = ProviderHandoff(idempotencyKey: request.idempotencyKey, attempt: request.attempt,
+                                   handedAt: WallClock.now().milliseconds, to: request.address, message: request.message).jsonBytes()
         line.append(0x0A)
         let data = Data(line)
         let key = request.idempotencyKey

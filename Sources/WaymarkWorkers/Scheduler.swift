@@ -6,6 +6,7 @@ import WaymarkEngine
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
+import WaymarkWire
 
 /// Releases due timers and deferred messages, and re-publishes outbox entries left behind by
 /// crashed workers.
@@ -60,7 +61,7 @@ public final class Scheduler: Service, Sendable {
         let interval = Duration.milliseconds(environment.settings.worker.schedulerIntervalMilliseconds)
         logger.info("scheduler running", metadata: ["interval.ms": "\(environment.settings.worker.schedulerIntervalMilliseconds)"])
         var tick = 0
-        let fence = Fence(connection: connection, prefix: environment.keys.prefix)
+        let fence = Fence(connection: connection, keys: environment.keys)
         while !control.isStopping {
             let started = ContinuousClock.now
             do {
@@ -84,13 +85,15 @@ public final class Scheduler: Service, Sendable {
     /// reporting; it no longer holds timers back (the partition's next owner reports afresh).
     static let watermarkStaleMs: Int64 = 30_000
 
-    /// The `customer_id` of a message document, as its Kafka key.
-    static func customerKey(_ message: [UInt8]) -> [UInt8] {
-        let needle = Array("\"customer_id\":\"".utf8)
-        guard let start = message.firstRange(of: needle)?.upperBound,
-              let end = message[start...].firstIndex(of: UInt8(ascii: "\"")) else { return [] }
-        return Array(message[start..<end])
+    /// The Kafka key of a parked message: its `customer_id`, read by the wire decoder. A document
+    /// that does not parse keeps no key; the sender then dead-letters it with the reason.
+    static func customerKey(_ message: [UInt8]) -> [UInt8]? {
+        guard case .success(let parsed) = parkedParser.outbound(message) else { return nil }
+        return Array(parsed.customerID.utf8)
     }
+
+    /// No size limit: the sender checked the message when it first read it.
+    private static let parkedParser = RecordParser(limits: IngestLimits(maxBytes: .max))
 
     /// One pass: release everything due now; every few ticks, recover orphaned outbox entries.
     public func tick(store: RedisStateStore, processor: JourneyBatchProcessor, publisher: OutboxPublisher, recover: Bool) async throws {

@@ -4,7 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import WaymarkConfig
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
@@ -128,7 +128,7 @@ public final class SenderWorker: Service, Sendable {
             let profile = profiles[message.customerID]
             let topic = settings.kafka.outboundTopic(message.channel.rawValue)
             if now >= message.expiresAt {
-                out += outcome(message, .suppressedExpired, rule: "send_time:expired", now: now, receipt: "message_failed", detail: "expired at send time")
+                out += outcome(message, .suppressedExpired, rule: "send_time:expired", now: now, receipt: .failed, detail: "expired at send time")
                 stats.expired += 1
                 continue
             }
@@ -147,7 +147,7 @@ public final class SenderWorker: Service, Sendable {
             }
             guard let address = profile?.contacts[message.channel], profile?.consent[message.channel] == true else {
                 out += outcome(message, .suppressedNoConsent, rule: "send_time:consent:\(message.channel.rawValue)", now: now,
-                               receipt: "message_failed", detail: "no consent or address at send time")
+                               receipt: .failed, detail: "no consent or address at send time")
                 stats.noConsent += 1
                 continue
             }
@@ -183,7 +183,7 @@ public final class SenderWorker: Service, Sendable {
             case .accepted:
                 stats.delivered += 1
                 delivered[message.channel, default: 0] += 1
-                out.append(receipt(message, type: "message_delivered", now: now, detail: nil))
+                out.append(receipt(.delivered, message, now: now, detail: nil))
             case .transientFailure(let reason) where attempt < settings.sender.maxAttempts:
                 let backoff = min(Int64(settings.sender.retryBackoffMilliseconds) << Int64(min(attempt - 1, 20)), 300_000)
                 retries.append((message.customerID, message.messageID.description, settings.kafka.outboundTopic(message.channel.rawValue),
@@ -207,13 +207,12 @@ public final class SenderWorker: Service, Sendable {
                     stats.fallbacks += 1
                 } else {
                     // No channel left: the receipt tells the journey, the dead letter keeps the message.
-                    out.append(receipt(message, type: "message_failed", now: now, detail: reason))
-                    out.append(KafkaProducerRecord(
-                        topic: settings.kafka.deadLetter.name, key: Array(message.customerID.utf8), value: message.jsonBytes(),
-                        headers: [KafkaHeader(name: DeadLetterHeader.reason, string: RejectionReason.deliveryFailed.rawValue),
-                                  KafkaHeader(name: DeadLetterHeader.detail, string: "\(message.channel.rawValue): \(reason)"),
-                                  KafkaHeader(name: DeadLetterHeader.sourceTopic, string: settings.kafka.outboundTopic(message.channel.rawValue)),
-                                  KafkaHeader(name: DeadLetterHeader.deadLetteredAt, string: String(now.milliseconds))]))
+                    out.append(receipt(.failed, message, now: now, detail: reason))
+                    out.append(.deadLetter(
+                        key: Array(message.customerID.utf8), value: message.jsonBytes(), topic: settings.kafka.deadLetter.name,
+                        DeadLetterHeaders(reason: RejectionReason.deliveryFailed.rawValue, detail: "\(message.channel.rawValue): \(reason)",
+                                          sourceTopic: settings.kafka.outboundTopic(message.channel.rawValue), sourcePartition: nil,
+                                          sourceOffset: nil, deadLetteredAt: now.milliseconds)))
                     stats.failed += 1
                     stats.deadLettered += 1
                     Counter(label: "waymark_dead_letters_total", dimensions: [("reason", RejectionReason.deliveryFailed.rawValue)]).increment()
@@ -294,7 +293,7 @@ public final class SenderWorker: Service, Sendable {
     }
 
     /// A decision (and optionally a receipt) about `message` taken at send time.
-    private func outcome(_ message: OutboundMessage, _ reason: DecisionReason, rule: String, now: Timestamp, receipt type: String?,
+    private func outcome(_ message: OutboundMessage, _ reason: DecisionReason, rule: String, now: Timestamp, receipt outcome: DeliveryReceipt.Outcome?,
                          sendAfter: Timestamp? = nil, detail: String) -> [KafkaProducerRecord] {
         let decision = Decision(reason: reason, rule: rule, customerID: message.customerID, journey: message.journey,
                                 journeyVersion: message.journeyVersion, stage: message.stage, step: message.step,
@@ -303,28 +302,13 @@ public final class SenderWorker: Service, Sendable {
                                 detail: detail)
         var records = [KafkaProducerRecord(topic: environment.settings.kafka.decisions.name, key: Array(message.customerID.utf8),
                                            value: decision.jsonBytes())]
-        if let type { records.append(self.receipt(message, type: type, now: now, detail: detail)) }
+        if let outcome { records.append(self.receipt(outcome, message, now: now, detail: detail)) }
         return records
     }
 
-    /// A delivery receipt, in touchpoint format, for the `deliveries` topic (fed back to journeys).
-    private func receipt(_ message: OutboundMessage, type: String, now: Timestamp, detail: String?) -> KafkaProducerRecord {
-        var w = JSONWriter(capacity: 320)
-        w.beginObject()
-        w.key("event_id"); w.string("r-\(message.messageID.description)-\(type)-\(message.channel.rawValue)")
-        w.key("customer_id"); w.string(message.customerID)
-        w.key("type"); w.string(type)
-        w.key("occurred_at"); w.timestamp(now)
-        w.key("source"); w.string("waymark-sender")
-        w.key("attributes"); w.beginObject()
-        w.key("message_id"); w.string(message.messageID.description)
-        w.key("channel"); w.string(message.channel.rawValue)
-        w.key("journey"); w.string(message.journey)
-        w.key("step"); w.string(message.step)
-        w.key("template"); w.string(message.template)
-        if let detail { w.key("detail"); w.string(detail) }
-        w.endObject()
-        w.endObject()
-        return KafkaProducerRecord(topic: environment.settings.kafka.deliveries.name, key: Array(message.customerID.utf8), value: w.bytes)
+    /// A delivery receipt for the `deliveries` topic (fed back to journeys).
+    private func receipt(_ outcome: DeliveryReceipt.Outcome, _ message: OutboundMessage, now: Timestamp, detail: String?) -> KafkaProducerRecord {
+        KafkaProducerRecord(topic: environment.settings.kafka.deliveries.name, key: Array(message.customerID.utf8),
+                            value: DeliveryReceipt(outcome, for: message, at: now, detail: detail).jsonBytes())
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOSSL
 import WaymarkEngine
+import WaymarkWire
 
 /// POSTs each message as JSON to a configured URL, with the message id as `Idempotency-Key`, over
 /// AsyncHTTPClient (connection pooling, TLS with system trust or a CA bundle).

@@ -6,7 +6,7 @@ import Synchronization
 import WaymarkConfig
 import WaymarkRedis
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkState
 
 /// What every worker needs besides its connections: topics, rules, limits and the clock.

@@ -2,102 +2,27 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+import WaymarkTestSupport
 import WaymarkConfig
 import WaymarkControl
 import WaymarkEngine
+import WaymarkWire
 import WaymarkKafka
 import WaymarkLocalStack
 import WaymarkRedis
 import WaymarkState
 import WaymarkWorkers
 
-/// A local stack (real redis-server and broker) with Waymark's topics and the shipped journeys.
-struct Stack {
-    let settings: WaymarkSettings
-    let client: KafkaClientConfiguration
-    let admin: KafkaAdmin
-    let redis: RedisConfiguration
-    let engine: JourneyEngine
-
-    static var repoRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
-
-    static func with(_ body: (Stack) async throws -> Void) async throws {
-        try await LocalStack.with { local in
-            var settings = try WaymarkSettings.parse(
-                "kafka:\n  channels: [sms, email, push]\n  topics:\n    touchpoints: { partitions: 3 }\n    customers: { partitions: 2 }\n    deliveries: { partitions: 1 }\n    outbound: { partitions: 1 }\n    decisions: { partitions: 2 }\nredis:\n  shards: 8\nworker:\n  scheduler_interval_ms: 50\n  unknown_customer: process\n",
-                file: "test.yaml")
-            settings.kafka.bootstrapServers = local.kafka!.bootstrapServers
-            settings.redis.port = local.redis!.port
-            let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
-                                                  properties: KafkaClientConfiguration.localTuning)
-            let admin = try KafkaAdmin(client: client)
-            _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
-            try await body(Stack(settings: settings, client: client, admin: admin,
-                                 redis: RedisConfiguration(host: "127.0.0.1", port: local.redis!.port),
-                                 engine: try JourneyLoader.loadEngine(configDirectory: repoRoot + "/config")))
-        }
-    }
-
-    var keys: KeySpace { KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards) }
-
-    @discardableResult
-    func produce(_ records: [KafkaProducerRecord]) async throws -> [KafkaDeliveryReport] {
-        let producer = try KafkaProducer(configuration: .init(client: client))
-        let reports = try await producer.send(records)
-        for report in reports { if let error = report.error { throw error } }
-        await producer.close()
-        return reports
-    }
-
-    func produce(_ topic: String, key: String?, json: String) async throws {
-        try await produce([KafkaProducerRecord(topic: topic, key: key.map { Array($0.utf8) }, value: Array(json.utf8))])
-    }
-
-    /// Every record now in `topic`, read independently of the code under test: waits for at least
-    /// `expected` records, then keeps reading until quiet for 700 ms (so extra copies would show).
-    func read(_ topic: String, expected: Int = 0) async throws -> [KafkaConsumerRecord] {
-        let partitions = try await admin.describeTopics([topic]).first?.partitions.count ?? 0
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: Int32($0), offset: KafkaOffset.beginning) })
-        var all: [KafkaConsumerRecord] = []
-        var quietSince = ContinuousClock.now
-        let deadline = ContinuousClock.now + .seconds(15)
-        while ContinuousClock.now < deadline, all.count < expected || ContinuousClock.now - quietSince < .milliseconds(700) {
-            let batch = try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(100))
-            if !batch.isEmpty || all.count < expected { quietSince = ContinuousClock.now }
-            all += batch
-        }
-        await consumer.close()
-        return all
-    }
-
-    func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return try await condition()
-    }
-}
-
-func object(_ bytes: ArraySlice<UInt8>?) -> [String: Any] {
-    guard let bytes, let o = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return [:] }
-    return o
-}
-
 /// A dead letter as the journey worker writes it (same header names), for redrive tests.
 func deadLetter(topic: String, key: String, value: String, reason: String, sourceOffset: Int, at: Int64) -> KafkaProducerRecord {
     KafkaProducerRecord(topic: topic, key: Array(key.utf8), value: Array(value.utf8), headers: [
         KafkaHeader(name: "app-trace", string: "t-\(sourceOffset)"),
-        KafkaHeader(name: DeadLetterHeader.reason, string: reason),
-        KafkaHeader(name: DeadLetterHeader.detail, string: "test"),
-        KafkaHeader(name: DeadLetterHeader.sourceTopic, string: "touchpoints"),
-        KafkaHeader(name: DeadLetterHeader.sourcePartition, string: "0"),
-        KafkaHeader(name: DeadLetterHeader.sourceOffset, string: String(sourceOffset)),
-        KafkaHeader(name: DeadLetterHeader.deadLetteredAt, string: String(at)),
+        KafkaHeader(name: DeadLetterHeaders.Name.reason, string: reason),
+        KafkaHeader(name: DeadLetterHeaders.Name.detail, string: "test"),
+        KafkaHeader(name: DeadLetterHeaders.Name.sourceTopic, string: "touchpoints"),
+        KafkaHeader(name: DeadLetterHeaders.Name.sourcePartition, string: "0"),
+        KafkaHeader(name: DeadLetterHeaders.Name.sourceOffset, string: String(sourceOffset)),
+        KafkaHeader(name: DeadLetterHeaders.Name.deadLetteredAt, string: String(at)),
     ])
 }
 
@@ -108,7 +33,7 @@ struct OperatorTests {
 
     @Test("queues: committed offsets and lag equal produced minus committed, per partition and group")
     func queueLag() async throws {
-        try await Stack.with { s in
+        try await TestStack.with(.operators) { s in
             let reports = try await s.produce((0..<20).map {
                 KafkaProducerRecord(topic: "touchpoints", key: Array("k\($0)".utf8), value: Array("{}".utf8))
             })
@@ -150,7 +75,7 @@ struct OperatorTests {
 
     @Test("inspect customer, dead-letter counts and funnel after a scripted stream through a journey worker")
     func scriptedStream() async throws {
-        try await Stack.with { s in
+        try await TestStack.with(.operators) { s in
             let clock = ManualClock(Self.t0)
             var logger = Logger(label: "test.worker")
             logger.logLevel = .warning
@@ -192,7 +117,7 @@ struct OperatorTests {
             #expect(try await s.eventually {
                 let all = try await s.read("journey.decisions")
                 decisionCount = max(decisionCount, all.count)
-                let reasons = all.map { object($0.value) }
+                let reasons = all.map { jsonObject($0.value) }
                     .filter { ["c-1", "c-3"].contains($0["customer_id"] as? String ?? "")
                         && ["sent", "suppressed_no_consent"].contains($0["reason"] as? String ?? "") }
                 return reasons.count >= 2
@@ -201,9 +126,9 @@ struct OperatorTests {
             scheduler.stop()
             try await tasks.value
 
-            let decisions = try await s.read("journey.decisions", expected: decisionCount)
+            let decisions = try await s.read("journey.decisions", expected: decisionCount, settle: true)
             let redis = try await RedisConnection.connect(s.redis)
-            let rules = try RulesLoader.load(file: Stack.repoRoot + "/config/rules.yaml")
+            let rules = try RulesLoader.load(file: TestStack.repoRoot + "/config/rules.yaml")
             let inspector = CustomerInspector(redis: redis, keys: s.keys, rules: rules)
 
             // inspect customer c-1: the instance, its stage and wait, the decisions the topic holds for c-1.
@@ -219,15 +144,15 @@ struct OperatorTests {
             // The reminder ran at the end of the 1 h wait (event time), the click wait times out 24 h later.
             #expect(instance.wakeAt?.ms == Self.t0.adding(.hours(25)).milliseconds)
             #expect(instance.enteredAt.local.hasSuffix("+01:00"))
-            let onTopic = decisions.map { object($0.value) }.filter {
+            let onTopic = decisions.map { jsonObject($0.value) }.filter {
                 $0["customer_id"] as? String == "c-1"
                     && !["journey_entered", "stage_reached", "journey_converted", "journey_exited", "journey_completed"].contains($0["reason"] as? String ?? "")
             }
             #expect(!onTopic.isEmpty)
             // Redis keeps them newest first; the topic in order.
             #expect(report.decisions.map(\.reason) == onTopic.reversed().map { $0["reason"] as! String })
-            #expect(report.decisions.map(\.messageId) == onTopic.reversed().map { $0["message_id"] as? String })
-            #expect(report.decisions.map(\.decidedAt) == onTopic.reversed().map { $0["decided_at"] as! String })
+            #expect(report.decisions.map(\.messageID) == onTopic.reversed().map { $0["message_id"] as? String })
+            #expect(report.decisions.map(\.decidedAt.utc) == onTopic.reversed().map { $0["decided_at"] as! String })
             #expect(report.decisions.first?.reason == "sent")
             #expect(report.decisions.first?.channel == "sms")
             let sms = try #require(report.caps.first { $0.name == "sms_per_day" })
@@ -259,7 +184,7 @@ struct OperatorTests {
             // Funnel: counts equal an independent count over the decisions produced.
             func independent(from: Int64?) -> (entered: [String: Int], stages: [String: Int], converted: [String: Int]) {
                 var entered: [String: Int] = [:], stages: [String: Int] = [:], converted: [String: Int] = [:]
-                for o in decisions.map({ object($0.value) }) {
+                for o in decisions.map({ jsonObject($0.value) }) {
                     guard let j = o["journey"] as? String, let at = o["decided_at"] as? String,
                           case .success(let t) = Timestamp.parseRFC3339(at), t.milliseconds >= from ?? .min else { continue }
                     switch o["reason"] as? String {
@@ -292,7 +217,7 @@ struct OperatorTests {
 
     @Test("dlq redrive copies matching records back exactly once, even when run twice; --reason filters")
     func redriveExactlyOnce() async throws {
-        try await Stack.with { s in
+        try await TestStack.with(.operators) { s in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             try await s.produce([
                 deadLetter(topic: "touchpoints.dlq", key: "c-1", value: #"{"n":1}"#, reason: "unknown_customer", sourceOffset: 10, at: now - 3_600_000),
@@ -300,7 +225,7 @@ struct OperatorTests {
                 deadLetter(topic: "touchpoints.dlq", key: "c-3", value: #"{"n":3}"#, reason: "unknown_customer", sourceOffset: 12, at: now),
             ])
             let redis = try await RedisConnection.connect(s.redis)
-            let queue = DeadLetterQueue(topic: "touchpoints.dlq", client: s.client, admin: s.admin, redis: redis, keyPrefix: s.keys.prefix)
+            let queue = DeadLetterQueue(topic: "touchpoints.dlq", client: s.client, admin: s.admin, redis: OperatorStore(connection: redis, keys: s.keys))
 
             let listed = try await queue.list(limit: 2)
             #expect(listed.byReason == ["unknown_customer": 2, "invalid_json": 1])
@@ -321,25 +246,25 @@ struct OperatorTests {
             #expect(first.matched == 2 && first.redriven == 1 && first.alreadyRedriven == 1)
             let again = try #require(try await queue.redrive(filter: RedriveFilter(reason: "unknown_customer")))
             #expect(again.redriven == 0 && again.alreadyRedriven == 2)
-            var back = try await s.read("touchpoints", expected: 2)
+            var back = try await s.read("touchpoints", expected: 2, settle: true)
             #expect(back.map { String(decoding: $0.value!, as: UTF8.self) }.sorted() == [#"{"n":1}"#, #"{"n":3}"#])
             let redriven = try #require(back.first { $0.value.map(Array.init) == Array(#"{"n":1}"#.utf8) })
             #expect(redriven.key.map(Array.init) == Array("c-1".utf8))
-            #expect(redriven.header(DeadLetter.redrivenFromHeader) == Array("touchpoints.dlq:0:0".utf8))
+            #expect(redriven.header(DeadLetterHeaders.Name.redrivenFrom) == Array("touchpoints.dlq:0:0".utf8))
             #expect(redriven.header("app-trace") == Array("t-10".utf8))
-            #expect(redriven.header(DeadLetterHeader.reason) == nil)
+            #expect(redriven.header(DeadLetterHeaders.Name.reason) == nil)
 
             // Everything else, twice: invalid_json once, nothing repeated.
             _ = try await queue.redrive(filter: RedriveFilter())
             let last = try #require(try await queue.redrive(filter: RedriveFilter()))
             #expect(last.redriven == 0 && last.alreadyRedriven == 3)
-            back = try await s.read("touchpoints", expected: 3)
+            back = try await s.read("touchpoints", expected: 3, settle: true)
             #expect(back.map { String(decoding: $0.value!, as: UTF8.self) }.sorted() == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
 
             // A redriven record that fails again comes back as a new dead letter (headers kept): later runs
             // skip it instead of re-sending it every time, unless asked to.
             var failedAgain = deadLetter(topic: "touchpoints.dlq", key: "c-2", value: #"{"n":2}"#, reason: "invalid_json", sourceOffset: 20, at: now)
-            failedAgain.headers.append(KafkaHeader(name: DeadLetter.redrivenFromHeader, string: "touchpoints.dlq:0:1"))
+            failedAgain.headers.append(KafkaHeader(name: DeadLetterHeaders.Name.redrivenFrom, string: "touchpoints.dlq:0:1"))
             try await s.produce([failedAgain])
             let skipped = try #require(try await queue.redrive(filter: RedriveFilter()))
             #expect(skipped.redriven == 0 && skipped.failedAgain == 1)

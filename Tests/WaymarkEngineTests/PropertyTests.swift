@@ -1,6 +1,7 @@
 import PropertyBased
 import Testing
 import WaymarkEngine
+import WaymarkWire
 
 /// A random scenario: rules, journeys, a profile and an event stream, all derived from a seed.
 struct Scenario: CustomStringConvertible {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkChaos
 
 @Suite("Crash test (CI size; `make crash-test` runs the full size)", .serialized)
@@ -13,7 +14,7 @@ struct CrashTests {
     @Test("kill -9 journey workers and senders 5 times each, pause Redis and the broker: no loss, no doubles, rules hold")
     func killAndPause() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
-        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: Harness.repoRoot + "/config")
+        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: TestStack.repoRoot + "/config")
         config.events = 20_000
         config.journeyKills = 5
         config.senderKills = 5

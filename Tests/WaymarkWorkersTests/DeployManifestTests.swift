@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkConfig
 
 /// `deploy/` is validated offline (no container engine or cluster here): Kubernetes manifests against
@@ -7,7 +8,7 @@ import WaymarkConfig
 /// variable and port they name against the binary and the settings they configure.
 @Suite("deploy/ manifests")
 struct DeployManifestTests {
-    static let root = Harness.repoRoot
+    static let root = TestStack.repoRoot
     static let kubernetes = root + "/deploy/kubernetes/waymark.yaml"
     static let compose = root + "/deploy/compose/docker-compose.yml"
 

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkKafka
 import WaymarkWorkers
 
@@ -12,7 +13,7 @@ struct JourneyWorkerTests {
 
     @Test("a scripted abandoned cart yields exactly the engine's messages and decisions, released on time")
     func scriptedStream() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let clock = TestClock(Self.t0)
             let env = h.environment(clock: clock)
             let worker = JourneyWorker(environment: env, client: h.client, redis: h.redis)
@@ -78,7 +79,7 @@ struct JourneyWorkerTests {
 
     @Test("bad input goes to the dead-letter topic with reasons; the worker keeps going and commits")
     func deadLetters() async throws {
-        try await Harness.with(workerYAML: "  unknown_customer: dead_letter\n") { h in
+        try await TestStack.with(extraYAML: "  unknown_customer: dead_letter\n") { h in
             let clock = TestClock(Self.t0)
             let worker = JourneyWorker(environment: h.environment(clock: clock), client: h.client, redis: h.redis)
             let task = Task { try await worker.run() }
@@ -97,10 +98,10 @@ struct JourneyWorkerTests {
             bad.append(("c-ok", Array(good.utf8), ""))
             try await h.produce("touchpoints", bad.map { ($0.key, $0.value) })
             let dlq = try await h.read("touchpoints.dlq", expected: bad.count - 1)
-            let reasons = dlq.map { String(decoding: $0.header(DeadLetterHeader.reason) ?? [], as: UTF8.self) }
+            let reasons = dlq.map { String(decoding: $0.header(DeadLetterHeaders.Name.reason) ?? [], as: UTF8.self) }
             #expect(reasons.sorted() == bad.dropLast().map(\.reason).sorted())
             // Original bytes are kept.
-            #expect(dlq.first { $0.header(DeadLetterHeader.reason) == Array("invalid_json".utf8) }?.value.map(Array.init) == Array("{not json".utf8))
+            #expect(dlq.first { $0.header(DeadLetterHeaders.Name.reason) == Array("invalid_json".utf8) }?.value.map(Array.init) == Array("{not json".utf8))
             // The good record after the bad ones was processed: the worker is alive and moved on.
             #expect(try await h.eventually { worker.stats.touchpoints == 2 })
             #expect(try await h.eventually {

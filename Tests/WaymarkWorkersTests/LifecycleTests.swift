@@ -4,7 +4,9 @@ import ServiceLifecycle
 import ServiceLifecycleTestKit
 import Synchronization
 import Testing
+import WaymarkTestSupport
 import WaymarkEngine
+import WaymarkWire
 import WaymarkKafka
 import WaymarkRedis
 import WaymarkState
@@ -28,12 +30,12 @@ struct LifecycleTests {
 
     @Test("cancelling idle workers ends them promptly (they used to poll or spin forever)")
     func cancellationEndsIdleWorkers() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let env = h.environment(clock: TestClock(JourneyWorkerTests.t0))
             let services: [any Service] = [
                 JourneyWorker(environment: env, client: h.client, redis: h.redis),
                 Scheduler(environment: env, client: h.client, redis: h.redis),
-                SenderWorker(environment: env, channels: [.sms], provider: try FileProvider(path: h.stack.directory.appendingPathComponent("p.jsonl").path),
+                SenderWorker(environment: env, channels: [.sms], provider: try FileProvider(path: h.local.directory.appendingPathComponent("p.jsonl").path),
                              client: h.client, redis: h.redis),
             ]
             let running = services.map(Running.init)
@@ -46,7 +48,7 @@ struct LifecycleTests {
 
     @Test("graceful shutdown of a ServiceGroup drains: the batch in flight is published and committed")
     func gracefulShutdownDrains() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let clock = TestClock(JourneyWorkerTests.t0)
             let worker = JourneyWorker(environment: h.environment(clock: clock), client: h.client, redis: h.redis)
             var logger = Logger(label: "test.group")
@@ -81,14 +83,14 @@ struct LifecycleTests {
 
     @Test("readiness follows Redis and Kafka: a frozen Redis makes it unready within seconds, and ready again after")
     func readinessTellsTheTruth() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             var logger = Logger(label: "test.probe")
             logger.logLevel = .critical
             let probe = DependencyProbe(redis: h.redis, client: h.client, topic: "touchpoints", logger: logger, freshness: .seconds(3))
             let running = Running(probe)
             let ready = await Self.within(20) { probe.readiness().isReady }
             #expect(ready)
-            guard let redis = h.stack.redis?.process else { Issue.record("no local redis"); return }
+            guard let redis = h.local.redis?.process else { Issue.record("no local redis"); return }
             let frozenAt = ContinuousClock.now
             redis.send(signal: SIGSTOP)
             let unready = await Self.within(10) { !probe.readiness().isReady }
@@ -108,7 +110,7 @@ struct LifecycleTests {
 
     @Test("unreadable state is never overwritten or skipped silently: events dead-lettered, wake-ups postponed, customers without state leave the due index")
     func unreadableState() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let keys = KeySpace(prefix: h.settings.redis.keyPrefix, shards: h.settings.redis.shards)
             let redis = try await RedisConnection.connect(h.redis)
             let garbage: [UInt8] = [0x57, 0x4D, 0x09, 0xFF]  // a format this version does not know
@@ -119,7 +121,7 @@ struct LifecycleTests {
             try await h.withWorkers(clock: TestClock(now)) { worker, scheduler in
                 try await h.produce("touchpoints", key: "c-bad", json: #"{"event_id":"u-1","customer_id":"c-bad","type":"page_view","occurred_at":"\#(now)"}"#)
                 let dlq = try await h.read("touchpoints.dlq", expected: 1)
-                #expect(dlq.first?.header(DeadLetterHeader.reason) == Array("unreadable_state".utf8))
+                #expect(dlq.first?.header(DeadLetterHeaders.Name.reason) == Array("unreadable_state".utf8))
                 let ticks = scheduler.stats.ticks
                 #expect(try await h.eventually { scheduler.stats.ticks >= ticks + 3 })
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkConfig
 import WaymarkControl
 import WaymarkEngine
@@ -14,7 +15,7 @@ struct ReplayTests {
 
     /// Six customers with email consent; two abandoned carts 2 h apart for the first four, one for the
     /// others; a live journey worker and scheduler with a clock that moves like live time.
-    func liveHistory(_ h: Harness) async throws {
+    func liveHistory(_ h: TestStack) async throws {
         let clock = TestClock(Self.t0)
         try await h.withWorkers(clock: clock) { worker, scheduler in
             let customers = (1...6).map { "c-\($0)" }
@@ -40,12 +41,12 @@ struct ReplayTests {
     }
 
     /// A copy of config/ with abandoned_cart_per_week 2 → 1.
-    func stricterRules(_ h: Harness) throws -> String {
-        let rulesDir = h.stack.directory.appendingPathComponent("new-rules")
+    func stricterRules(_ h: TestStack) throws -> String {
+        let rulesDir = h.local.directory.appendingPathComponent("new-rules")
         if FileManager.default.fileExists(atPath: rulesDir.path) { return rulesDir.path }
         try FileManager.default.createDirectory(at: rulesDir, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: Harness.repoRoot + "/config/journeys", toPath: rulesDir.appendingPathComponent("journeys").path)
-        let rules = try String(contentsOfFile: Harness.repoRoot + "/config/rules.yaml", encoding: .utf8)
+        try FileManager.default.copyItem(atPath: TestStack.repoRoot + "/config/journeys", toPath: rulesDir.appendingPathComponent("journeys").path)
+        let rules = try String(contentsOfFile: TestStack.repoRoot + "/config/rules.yaml", encoding: .utf8)
         let stricter = rules.replacingOccurrences(of: "journey: abandoned_cart, limit: 2", with: "journey: abandoned_cart, limit: 1")
         #expect(stricter != rules)
         try stricter.write(to: rulesDir.appendingPathComponent("rules.yaml"), atomically: true, encoding: .utf8)
@@ -55,7 +56,7 @@ struct ReplayTests {
 
     @Test("a stricter cap removes exactly the messages an independent count predicts; nothing is written or published")
     func stricterCap() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             try await liveHistory(h)
 
             // Independent count from what was actually published: with at most one abandoned-cart
@@ -107,7 +108,7 @@ struct ReplayTests {
 
     @Test("rebuild: fenced workers wait; an interrupted rebuild resumes to the same state as an uninterrupted one; nothing is re-sent")
     func rebuild() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             try await liveHistory(h)
             let proposed = try JourneyLoader.loadEngine(configDirectory: try stricterRules(h))
             let admin = try KafkaAdmin(client: h.client)
@@ -119,7 +120,7 @@ struct ReplayTests {
             let clock = TestClock(Self.t0.adding(.hours(5)))
             let worker = JourneyWorker(environment: h.environment(clock: clock), client: h.client, redis: h.redis)
             let running = Task { try await worker.run() }
-            let fence = Fence(connection: redis, prefix: keys.prefix)
+            let fence = Fence(connection: redis, keys: keys)
             #expect(try await fence.raise(holder: "test", ttlSeconds: 60))
             try await h.produce("touchpoints", key: "c-6", json: #"{"event_id":"e-late","customer_id":"c-6","type":"page_view","occurred_at":"\#(Self.t0.adding(.hours(5)))"}"#)
             try await Task.sleep(for: .seconds(3))

@@ -1,9 +1,10 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkConfig
 import WaymarkControl
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkChaos
 import WaymarkKafka
 import WaymarkRedis
@@ -17,22 +18,22 @@ import WaymarkWorkers
 @Suite("Rules on real streams", .serialized)
 struct RulesOnRealStreamsTests {
     /// Waits until the scheduler has completed a few more ticks (so everything due has been released).
-    func settle(_ h: Harness, _ scheduler: Scheduler, ticks: Int = 4) async throws {
+    func settle(_ h: TestStack, _ scheduler: Scheduler, ticks: Int = 4) async throws {
         let start = scheduler.stats.ticks
         #expect(try await h.eventually { scheduler.stats.ticks >= start + ticks })
     }
 
     /// A copy of config/ with `spread: 0s` and a non-transactional post-purchase SMS ("thanks").
-    func replayRules(_ h: Harness) throws -> String {
-        let dir = h.stack.directory.appendingPathComponent("replay-rules")
+    func replayRules(_ h: TestStack) throws -> String {
+        let dir = h.local.directory.appendingPathComponent("replay-rules")
         try? FileManager.default.removeItem(at: dir)
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("journeys"), withIntermediateDirectories: true)
-        let rules = try String(contentsOfFile: Harness.repoRoot + "/config/rules.yaml", encoding: .utf8)
+        let rules = try String(contentsOfFile: TestStack.repoRoot + "/config/rules.yaml", encoding: .utf8)
         let noSpread = rules.replacingOccurrences(of: "spread: 30m", with: "spread: 0s")
         #expect(noSpread != rules)
         try noSpread.write(to: dir.appendingPathComponent("rules.yaml"), atomically: true, encoding: .utf8)
-        for file in try FileManager.default.contentsOfDirectory(atPath: Harness.repoRoot + "/config/journeys") {
-            try FileManager.default.copyItem(atPath: Harness.repoRoot + "/config/journeys/" + file,
+        for file in try FileManager.default.contentsOfDirectory(atPath: TestStack.repoRoot + "/config/journeys") {
+            try FileManager.default.copyItem(atPath: TestStack.repoRoot + "/config/journeys/" + file,
                                              toPath: dir.appendingPathComponent("journeys/" + file).path)
         }
         try """
@@ -51,7 +52,7 @@ struct RulesOnRealStreamsTests {
 
     @Test("replay releases a quiet-hour deferral at 08:00 local whether or not the customer has another event (cases A, B, C)")
     func replayReleasesDeferrals() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let rules = try JourneyLoader.loadEngine(configDirectory: try replayRules(h))
             // Three customers in Los Angeles with SMS consent; a store purchase at 22:17 local each.
             // A: next event six days later; B: another event that night; C: nothing after.
@@ -79,7 +80,7 @@ struct RulesOnRealStreamsTests {
             #expect(replayed >= 3)
             // The thank-you SMS per customer, independently expected at 08:00 the next morning in Los Angeles.
             let morning = ts("2026-03-11T08:00:00-07:00").milliseconds
-            let proposedOnly = ReplayDryRun(current: try JourneyLoader.loadEngine(configDirectory: Harness.repoRoot + "/config"),
+            let proposedOnly = ReplayDryRun(current: try JourneyLoader.loadEngine(configDirectory: TestStack.repoRoot + "/config"),
                                             proposed: rules, from: dryRun.from, to: dryRun.to)
             var diff = proposedOnly
             diff.baseline = .replay
@@ -136,7 +137,7 @@ struct RulesOnRealStreamsTests {
     @Test("a new consumer group catching up on five days of backlog sends nothing stale, nothing in quiet hours, nothing over a cap")
     func backlogCatchUp() async throws {
         // Small batches: a cart abandoned in one batch and bought in a later one is the case to get right.
-        try await Harness.with(workerYAML: "  max_batch: 200\n") { h in
+        try await TestStack.with(extraYAML: "  max_batch: 200\n") { h in
             // Five generated retail days (one history), all produced before any worker runs.
             let customers = 150
             let firstDay: Int64 = 1_795_651_200_000 - 5 * 86_400_000  // 2026-11-21T00:00Z
@@ -256,7 +257,7 @@ struct RulesOnRealStreamsTests {
 
     @Test("profiles in Kafka before the touchpoints: every consented customer gets its message, whatever order the worker reads them in")
     func profilesFirst() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let customers = (1...200).map { "c-\($0)" }
             try await h.produce("customers", customers.map { ($0, Array(profileJSON($0).utf8)) })
             let t0 = JourneyWorkerTests.t0
@@ -275,7 +276,7 @@ struct RulesOnRealStreamsTests {
 
     @Test("a profile that really arrives late: the send is held, then decided and sent; without a profile it is suppressed after the wait")
     func lateProfile() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let t0 = JourneyWorkerTests.t0
             let clock = TestClock(t0.adding(.seconds(5)))
             let customers = ["c-late-1", "c-late-2", "c-never"]
@@ -317,7 +318,7 @@ struct RulesOnRealStreamsTests {
     // MARK: Erasure
 
     /// Every key and value in Redis, as text, to search for personal data.
-    func redisDump(_ h: Harness) async throws -> String {
+    func redisDump(_ h: TestStack) async throws -> String {
         let redis = try await RedisConnection.connect(h.redis)
         var text = ""
         for key in try await redis.send(RedisCommand("KEYS", "*")).array?.compactMap(\.string) ?? [] {
@@ -339,7 +340,7 @@ struct RulesOnRealStreamsTests {
 
     @Test("a tombstone and `forget customer` erase profile, contacts and state; later events are an unknown customer's")
     func erasure() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let t0 = JourneyWorkerTests.t0
             let clock = TestClock(t0.adding(.seconds(5)))
             let customers = ["c-tomb", "c-cli", "c-keep"]
@@ -360,11 +361,28 @@ struct RulesOnRealStreamsTests {
                 try await producer.sendAll([KafkaProducerRecord(topic: "customers", key: Array("c-tomb".utf8), value: nil)])
                 #expect(try await h.eventually { worker.stats.erasures == 1 })
                 // …and the operator command.
-                let settingsFile = h.stack.directory.appendingPathComponent("forget.yaml")
+                let settingsFile = h.local.directory.appendingPathComponent("forget.yaml")
                 try LocalSettings.write(
-                    to: settingsFile, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.stack.redis!.port, shards: h.settings.redis.shards,
+                    to: settingsFile, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.local.redis!.port, shards: h.settings.redis.shards,
                     topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
                              "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"])
+                // `--json` output follows the topics' conventions: snake_case names, RFC 3339 UTC times.
+                let inspect = try runWaymark(["inspect", "customer", "c-keep", "--json", "--config", settingsFile.path])
+                #expect(inspect.status == 0, "\(inspect.output)")
+                let report = try #require(try JSONSerialization.jsonObject(with: Data(inspect.output.utf8)) as? [String: Any])
+                #expect(report["state_version"] as? Int ?? 0 > 0 && report["timezone"] as? String == "Europe/Oslo")
+                let decided = try #require((report["decisions"] as? [[String: Any]])?.first)
+                #expect(decided["message_id"] as? String != nil && decided["messageId"] == nil && decided["messageID"] == nil)
+                let decidedAt = try #require(decided["decided_at"] as? String)
+                #expect(decidedAt.hasSuffix("Z") && (try? Timestamp.parseRFC3339(decidedAt).get()) != nil, "\(decidedAt)")
+                let instances = try #require(report["instances"] as? [[String: Any]])
+                #expect(instances.allSatisfy { ($0["entered_at"] as? String).map { (try? Timestamp.parseRFC3339($0).get()) != nil } == true })
+                let queues = try runWaymark(["queues", "--json", "--config", settingsFile.path])
+                #expect(queues.status == 0, "\(queues.output)")
+                let snapshot = try #require(try JSONSerialization.jsonObject(with: Data(queues.output.utf8)) as? [String: Any])
+                #expect((snapshot["taken_at"] as? String).map { (try? Timestamp.parseRFC3339($0).get()) != nil } == true)
+                #expect(snapshot["outbox_pending_customers"] as? Int == 0 && snapshot["dead_letters_by_reason"] != nil)
+
                 let forget = try runWaymark(["forget", "customer", "c-cli", "--yes", "--json", "--config", settingsFile.path])
                 #expect(forget.status == 0, "\(forget.output)")
                 #expect(forget.output.contains("\"tombstone_published\" : true"))
@@ -393,7 +411,7 @@ struct RulesOnRealStreamsTests {
 
     @Test("bad profiles and the new classes of bad touchpoints go to the dead-letter topic with their reasons")
     func strictInputToDeadLetters() async throws {
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let t0 = JourneyWorkerTests.t0
             let worker = JourneyWorker(environment: h.environment(clock: TestClock(t0)), client: h.client, redis: h.redis)
             let task = Task { try await worker.run() }
@@ -416,10 +434,10 @@ struct RulesOnRealStreamsTests {
             try await h.produce("customers", badProfiles.map { ($0.key, Array($0.value.utf8)) })
             try await h.produce("touchpoints", badEvents.map { ($0.key, Array($0.value.utf8)) })
             let dlq = try await h.read("touchpoints.dlq", expected: badProfiles.count + badEvents.count)
-            let reasons = dlq.map { String(decoding: $0.header(DeadLetterHeader.reason) ?? [], as: UTF8.self) }
+            let reasons = dlq.map { String(decoding: $0.header(DeadLetterHeaders.Name.reason) ?? [], as: UTF8.self) }
             #expect(reasons.sorted() == (badProfiles + badEvents).map(\.reason).sorted())
-            let old = dlq.first { $0.header(DeadLetterHeader.reason) == Array("absurd_timestamp".utf8) }
-            let detail = String(decoding: old?.header(DeadLetterHeader.detail) ?? [], as: UTF8.self)
+            let old = dlq.first { $0.header(DeadLetterHeaders.Name.reason) == Array("absurd_timestamp".utf8) }
+            let detail = String(decoding: old?.header(DeadLetterHeaders.Name.detail) ?? [], as: UTF8.self)
             #expect(detail.contains("max_event_age_days"), "\(detail)")
             // No profile was stored from the rejected ones.
             let redis = try await RedisConnection.connect(h.redis)

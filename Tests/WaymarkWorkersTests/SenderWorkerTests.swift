@@ -1,7 +1,9 @@
 import Foundation
 import Synchronization
 import Testing
+import WaymarkTestSupport
 import WaymarkEngine
+import WaymarkWire
 import WaymarkHTTPTesting
 import WaymarkKafka
 import WaymarkWorkers
@@ -44,8 +46,8 @@ struct SenderWorkerTests {
 
     /// Runs a sender and a scheduler with a scripted provider; `body` gets the provider and clock.
     func withSender(yaml: String = "", provider custom: (any MessageProvider)? = nil,
-                    _ body: (Harness, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
-        try await Harness.with(workerYAML: yaml) { h in
+                    _ body: (TestStack, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
+        try await TestStack.with(extraYAML: yaml) { h in
             let clock = TestClock(Self.noon)
             let scripted = ScriptedProvider(clock: clock)
             let provider: any MessageProvider = custom ?? scripted
@@ -68,7 +70,7 @@ struct SenderWorkerTests {
         }
     }
 
-    func publish(_ h: Harness, _ messages: [OutboundMessage]) async throws {
+    func publish(_ h: TestStack, _ messages: [OutboundMessage]) async throws {
         for m in messages { try await h.produce("outbound.\(m.channel.rawValue)", key: "c-1", json: String(decoding: m.jsonBytes(), as: UTF8.self)) }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaymarkTestSupport
 import WaymarkChaos
 import AsyncHTTPClient
 import NIOCore
@@ -11,17 +12,17 @@ struct WorkerProcessTests {
     @Test("a journey worker process serves /readyz and /metrics, and on SIGTERM commits and exits 0")
     func journeyProcess() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: CrashTests.waymarkBinary))
-        try await Harness.with { h in
+        try await TestStack.with { h in
             let port = try LocalTools.freePort()
-            let config = h.stack.directory.appendingPathComponent("w.yaml")
+            let config = h.local.directory.appendingPathComponent("w.yaml")
             try LocalSettings.write(
-                to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.stack.redis!.port, shards: 16,
+                to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.local.redis!.port, shards: 16,
                 topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
                          "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
                 sections: "worker: { metrics_port: \(port) }\nsender: { provider: file }\n")
             let worker = ManagedProcess(executable: CrashTests.waymarkBinary,
-                                        arguments: ["worker", "journey", "--config", config.path, "--journeys", Harness.repoRoot + "/config", "--log-level", "info"],
-                                        logFile: h.stack.directory.appendingPathComponent("worker.log"))
+                                        arguments: ["worker", "journey", "--config", config.path, "--journeys", TestStack.repoRoot + "/config", "--log-level", "info"],
+                                        logFile: h.local.directory.appendingPathComponent("worker.log"))
             try worker.start()
             let client = HTTPClient(eventLoopGroupProvider: .singleton)
             func get(_ path: String) async throws -> (status: Int, body: String) {

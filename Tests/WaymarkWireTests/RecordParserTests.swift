@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import WaymarkEngine
-import WaymarkIngest
+import WaymarkWire
 import WaymarkSample
 
 private let now = Timestamp(milliseconds: 1_795_700_000_000)  // 2026-11-26

@@ -4,21 +4,10 @@ extension RecordParser {
     /// Parses a record of `journey.decisions` (the form ``Decision/jsonBytes()`` writes): the one
     /// decoder for decisions, used by every reader (funnels, summaries) instead of ad-hoc JSON.
     public func decision(_ value: some Collection<UInt8>) -> Result<Decision, Rejection> {
-        let bytes = Array(value)
-        let parsed: Result<AttributeValue, Rejection> = bytes.withUnsafeBytes { raw in
-            var reader = JSONReader(raw)
-            do throws(JSONReader.Failure) {
-                let v = try reader.value()
-                reader.skipSpace()
-                guard reader.atEnd else { throw .syntax(reader.index) }
-                return .success(v)
-            } catch {
-                return .failure(Rejection(.invalidJSON, "decision is not valid JSON"))
-            }
-        }
-        guard case .success(.object(let o)) = parsed else {
-            if case .failure(let r) = parsed { return .failure(r) }
-            return .failure(Rejection(.notAnObject, "decision must be a JSON object"))
+        let o: [String: AttributeValue]
+        switch Self.object(value) {
+        case .success(let fields): o = fields
+        case .failure(let rejection): return .failure(rejection)
         }
         func string(_ name: String) -> String? { if case .string(let s)? = o[name] { return s }; return nil }
         func int(_ name: String) -> Int? { if case .number(let n)? = o[name], n == n.rounded() { return Int(n) }; return nil }
@@ -47,5 +36,28 @@ extension RecordParser {
             channel: string("channel").flatMap(Channel.init(rawValue:)), messageID: string("message_id").flatMap(MessageID.init),
             priority: int("priority"), decidedAt: decidedAt, sendAfter: time("send_after"), expiresAt: time("expires_at"),
             causedBy: string("caused_by"), skipped: skipped, detail: string("detail")))
+    }
+}
+
+extension RecordParser {
+    /// A whole JSON document that must be one object (trailing bytes other than space are an error).
+    public static func object(_ value: some Collection<UInt8>) -> Result<[String: AttributeValue], Rejection> {
+        let bytes = Array(value)
+        let parsed: Result<AttributeValue, Rejection> = bytes.withUnsafeBytes { raw in
+            var reader = JSONReader(raw)
+            do throws(JSONReader.Failure) {
+                let v = try reader.value()
+                reader.skipSpace()
+                guard reader.atEnd else { throw .syntax(reader.index) }
+                return .success(v)
+            } catch {
+                return .failure(Rejection(.invalidJSON, "not valid JSON"))
+            }
+        }
+        switch parsed {
+        case .success(.object(let o)): return .success(o)
+        case .success: return .failure(Rejection(.notAnObject, "must be a JSON object"))
+        case .failure(let r): return .failure(r)
+        }
     }
 }

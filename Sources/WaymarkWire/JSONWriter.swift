@@ -1,3 +1,5 @@
+import WaymarkEngine
+
 /// A minimal, allocation-light JSON writer into a byte buffer.
 ///
 /// Output is deterministic: callers write fields in a fixed order and objects built from

@@ -17,6 +17,18 @@ extension RecordParser {
         }
         guard let parsed else { return .failure(Rejection(.invalidJSON, "outbound message is not valid JSON")) }
         guard case .object(let o) = parsed else { return .failure(Rejection(.notAnObject, "message must be a JSON object")) }
+        guard let key else { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
+        return outbound(fields: o, key: key)
+    }
+
+    /// Parses an outbound message document on its own (no Kafka key to check: audits, archives).
+    public func outbound(_ value: some Collection<UInt8>) -> Result<OutboundMessage, Rejection> {
+        guard value.count <= limits.maxBytes else { return .failure(Rejection(.oversize, "\(value.count) bytes")) }
+        return Self.object(value).flatMap { outbound(fields: $0, key: nil) }
+    }
+
+    /// The message in an already parsed object; `key`, when given, must equal `customer_id`.
+    func outbound(fields o: [String: AttributeValue], key: ArraySlice<UInt8>?) -> Result<OutboundMessage, Rejection> {
         func string(_ name: String) -> String? { if case .string(let s)? = o[name] { return s }; return nil }
         func int(_ name: String) -> Int? { if case .number(let n)? = o[name], n == n.rounded() { return Int(n) }; return nil }
         func time(_ name: String) -> Timestamp? {
@@ -25,7 +37,7 @@ extension RecordParser {
         }
         guard let idText = string("message_id"), let id = MessageID(idText) else { return .failure(Rejection(.missingField, "message_id")) }
         guard let customer = string("customer_id"), !customer.isEmpty else { return .failure(Rejection(.missingField, "customer_id")) }
-        guard let key, key.elementsEqual(customer.utf8) else { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
+        if let key, !key.elementsEqual(customer.utf8) { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
         guard let channel = string("channel").flatMap(Channel.init(rawValue:)) else { return .failure(Rejection(.wrongType, "channel")) }
         guard let journey = string("journey"), let step = string("step"), let template = string("template"),
               let priority = int("priority"), let created = time("created_at"), let sendAfter = time("send_after"),
