@@ -191,7 +191,6 @@ public struct CustomerInspector: Sendable {
             .init(messageID: claim.messageID, status: claim.status, parkedUntil: claim.parkedUntil.map { Instant($0, format) })
         }
 
-
         let parser = RecordParser()
         report.decisions = try await store.recentDecisions(customer, count: count).compactMap { bytes in
             guard case .success(let d) = parser.decision(bytes) else { return nil }

@@ -177,7 +177,7 @@ public struct DeadLetterQueue: Sendable {
         let matching = try await all(progress: progress).filter(filter.matches)
         result.matched = matching.count
         let ids = matching.map { "\($0.partition):\($0.offset)" }
-        let marks = ids.isEmpty ? [] : try await redis.redriveMarks(deadLetterTopic: topic, records: ids)
+        let marks = try await redis.redriveMarks(deadLetterTopic: topic, records: ids)
         var candidates: [DeadLetter] = []
         for (letter, mark) in zip(matching, marks) {
             if let mark {

@@ -15,19 +15,13 @@ public struct OperatorStore: Sendable {
     // MARK: Customer inspection
 
     /// Index and sender entries of one customer, beside its state (``RedisStateStore/load(_:)``).
-    public struct CustomerEntries: Sendable, Hashable {
+    public struct CustomerEntries: Sendable {
         /// `partition:offset` of the `customers` record the stored profile came from.
         public var profileSource: String?
         /// The customer's next wake-up in the scheduler's due index (ms).
         public var nextWakeUp: Int64?
         /// Sender dedup marks, message id → status (`done:<channel>`, `inflight:<channel>:<ms>`), sorted by id.
         public var senderClaims: [(messageID: String, status: String, parkedUntil: Int64?)]
-
-        public static func == (a: Self, b: Self) -> Bool {
-            a.profileSource == b.profileSource && a.nextWakeUp == b.nextWakeUp
-                && a.senderClaims.elementsEqual(b.senderClaims) { $0 == $1 }
-        }
-        public func hash(into hasher: inout Hasher) { hasher.combine(profileSource); hasher.combine(nextWakeUp) }
     }
 
     /// The customer's profile source, due-index entry and sender claims (with the time each parked

@@ -5,7 +5,7 @@ extension RecordParser {
     /// decoder for decisions, used by every reader (funnels, summaries) instead of ad-hoc JSON.
     public func decision(_ value: some Collection<UInt8>) -> Result<Decision, Rejection> {
         let o: [String: AttributeValue]
-        switch Self.object(value) {
+        switch Self.object(value, what: "decision") {
         case .success(let fields): o = fields
         case .failure(let rejection): return .failure(rejection)
         }
@@ -40,8 +40,9 @@ extension RecordParser {
 }
 
 extension RecordParser {
-    /// A whole JSON document that must be one object (trailing bytes other than space are an error).
-    public static func object(_ value: some Collection<UInt8>) -> Result<[String: AttributeValue], Rejection> {
+    /// A whole JSON document that must be one object (trailing bytes other than space are an error);
+    /// `what` names the document in the rejection (`decision is not valid JSON`).
+    public static func object(_ value: some Collection<UInt8>, what: String) -> Result<[String: AttributeValue], Rejection> {
         let bytes = Array(value)
         let parsed: Result<AttributeValue, Rejection> = bytes.withUnsafeBytes { raw in
             var reader = JSONReader(raw)
@@ -51,12 +52,12 @@ extension RecordParser {
                 guard reader.atEnd else { throw .syntax(reader.index) }
                 return .success(v)
             } catch {
-                return .failure(Rejection(.invalidJSON, "not valid JSON"))
+                return .failure(Rejection(.invalidJSON, "\(what) is not valid JSON"))
             }
         }
         switch parsed {
         case .success(.object(let o)): return .success(o)
-        case .success: return .failure(Rejection(.notAnObject, "must be a JSON object"))
+        case .success: return .failure(Rejection(.notAnObject, "\(what) must be a JSON object"))
         case .failure(let r): return .failure(r)
         }
     }

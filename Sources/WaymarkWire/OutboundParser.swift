@@ -4,31 +4,29 @@ extension RecordParser {
     /// Parses an outbound message as the journey worker published it (sender side).
     public func outbound(key: ArraySlice<UInt8>?, value: ArraySlice<UInt8>?) -> Result<OutboundMessage, Rejection> {
         guard let value else { return .failure(Rejection(.nullValue, "message has no value")) }
-        guard value.count <= limits.maxBytes else { return .failure(Rejection(.oversize, "\(value.count) bytes")) }
-        let parsed: AttributeValue? = value.withUnsafeBytes { bytes -> AttributeValue? in
-            var reader = JSONReader(bytes)
-            do throws(JSONReader.Failure) {
-                let v = try reader.value()
-                reader.skipSpace()
-                return reader.atEnd ? v : nil
-            } catch {
-                return nil
-            }
-        }
-        guard let parsed else { return .failure(Rejection(.invalidJSON, "outbound message is not valid JSON")) }
-        guard case .object(let o) = parsed else { return .failure(Rejection(.notAnObject, "message must be a JSON object")) }
-        guard let key else { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
-        return outbound(fields: o, key: key)
+        return outbound(document: value, key: .mustEqual(key))
     }
 
     /// Parses an outbound message document on its own (no Kafka key to check: audits, archives).
     public func outbound(_ value: some Collection<UInt8>) -> Result<OutboundMessage, Rejection> {
-        guard value.count <= limits.maxBytes else { return .failure(Rejection(.oversize, "\(value.count) bytes")) }
-        return Self.object(value).flatMap { outbound(fields: $0, key: nil) }
+        outbound(document: value, key: .none)
     }
 
-    /// The message in an already parsed object; `key`, when given, must equal `customer_id`.
-    func outbound(fields o: [String: AttributeValue], key: ArraySlice<UInt8>?) -> Result<OutboundMessage, Rejection> {
+    /// Which Kafka key a message must carry.
+    enum KeyCheck {
+        /// None to check (a document read outside Kafka).
+        case none
+        /// Must equal `customer_id`; `nil` (no key) never does.
+        case mustEqual(ArraySlice<UInt8>?)
+    }
+
+    private func outbound(document value: some Collection<UInt8>, key: KeyCheck) -> Result<OutboundMessage, Rejection> {
+        guard value.count <= limits.maxBytes else { return .failure(Rejection(.oversize, "\(value.count) bytes")) }
+        return Self.object(value, what: "outbound message").flatMap { outbound(fields: $0, key: key) }
+    }
+
+    /// The message in an already parsed object.
+    func outbound(fields o: [String: AttributeValue], key: KeyCheck) -> Result<OutboundMessage, Rejection> {
         func string(_ name: String) -> String? { if case .string(let s)? = o[name] { return s }; return nil }
         func int(_ name: String) -> Int? { if case .number(let n)? = o[name], n == n.rounded() { return Int(n) }; return nil }
         func time(_ name: String) -> Timestamp? {
@@ -37,7 +35,9 @@ extension RecordParser {
         }
         guard let idText = string("message_id"), let id = MessageID(idText) else { return .failure(Rejection(.missingField, "message_id")) }
         guard let customer = string("customer_id"), !customer.isEmpty else { return .failure(Rejection(.missingField, "customer_id")) }
-        if let key, !key.elementsEqual(customer.utf8) { return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id")) }
+        if case .mustEqual(let expected) = key, !(expected?.elementsEqual(customer.utf8) ?? false) {
+            return .failure(Rejection(.keyMismatch, "Kafka key differs from customer_id"))
+        }
         guard let channel = string("channel").flatMap(Channel.init(rawValue:)) else { return .failure(Rejection(.wrongType, "channel")) }
         guard let journey = string("journey"), let step = string("step"), let template = string("template"),
               let priority = int("priority"), let created = time("created_at"), let sendAfter = time("send_after"),

@@ -43,7 +43,7 @@ public struct ProviderHandoff: Sendable, Hashable {
 
     /// Parses one line.
     public static func decode(_ line: some Collection<UInt8>, parser: RecordParser = RecordParser()) -> Result<ProviderHandoff, Rejection> {
-        switch RecordParser.object(line) {
+        switch RecordParser.object(line, what: "provider handoff") {
         case .failure(let rejection): return .failure(rejection)
         case .success(let o):
             guard case .string(let key)? = o["idempotency_key"], case .number(let attempt)? = o["attempt"],
@@ -51,7 +51,7 @@ public struct ProviderHandoff: Sendable, Hashable {
                   case .object(let fields)? = o["message"] else {
                 return .failure(Rejection(.missingField, "a handoff needs idempotency_key, attempt, handed_at, to and message"))
             }
-            return parser.outbound(fields: fields, key: nil).map {
+            return parser.outbound(fields: fields, key: .none).map {
                 ProviderHandoff(idempotencyKey: key, attempt: Int(attempt), handedAt: Int64(handedAt), to: to, message: $0)
             }
         }
