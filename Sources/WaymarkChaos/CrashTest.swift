@@ -223,11 +223,24 @@ public enum CrashTest {
             }
             try await Task.sleep(for: .milliseconds(500))
         }
-        // Let in-flight sends and a scheduler pass settle, then stop everything gracefully.
+        // Stop gracefully in pipeline order: first what creates messages (journey workers, and the
+        // scheduler, which keeps releasing timers on the live clock), then the senders once they
+        // have taken everything published before that. Stopping all at once left a message the
+        // scheduler released in the last second unread, and the audit called it lost.
         try await Task.sleep(for: .seconds(2))
         for worker in workers { worker.stop(grace: .seconds(20)) }
-        for sender in senders { sender.stop(grace: .seconds(20)) }
         scheduler.stop(grace: .seconds(20))
+        let outboundTopics = settings.kafka.channels.map { settings.kafka.outboundTopic($0) }
+        let senderDeadline = ContinuousClock.now + .seconds(60)
+        while try await admin.lag(group: settings.kafka.senderGroup, topics: outboundTopics).map(\.lag).reduce(0, +) > 0 {
+            if ContinuousClock.now > senderDeadline {
+                report.violations.append("senders did not take the last published messages within 60 s")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        try await Task.sleep(for: .seconds(1))
+        for sender in senders { sender.stop(grace: .seconds(20)) }
 
         // 1. Every event is in its customer's state.
         let store = RedisStateStore(connection: redis, keys: keys)
@@ -320,7 +333,16 @@ public enum CrashTest {
         }
         report.suppressedAtSend = suppressed.count
         let unaccounted = Set(messages.keys).subtracting(handed.keys).subtracting(parkedIDs).subtracting(suppressed)
-        if !unaccounted.isEmpty { report.violations.append("\(unaccounted.count) published messages were neither handed to the provider, parked nor suppressed (lost)") }
+        if !unaccounted.isEmpty {
+            report.violations.append("\(unaccounted.count) published messages were neither handed to the provider, parked nor suppressed (lost)")
+            // Evidence for whoever investigates: where the raw id still appears (a line that does not decode, a repeat).
+            let files = providerFiles.flatMap { [$0, $0 + ".repeats"] }
+            for id in unaccounted.sorted().prefix(5) {
+                let needle = Array(id.utf8)
+                let found = files.filter { path in (FileManager.default.contents(atPath: path).map { [UInt8]($0) } ?? []).firstRange(of: needle) != nil }
+                log("  lost \(id): raw id in \(found.isEmpty ? "no provider file" : found.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))")
+            }
+        }
         report.elapsed = ContinuousClock.now - started
         return report
     }

@@ -51,7 +51,16 @@ public final class FileProvider: MessageProvider {
         if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
         var seen = Set<String>()
         if let data = FileManager.default.contents(atPath: path) {
-            for line in data.split(separator: 0x0A) {
+            // A sender killed in the middle of a write can leave a partial last line (a kill -9 may cut
+            // a write short). That call never completed, so it was not handed over: cut it off, or its
+            // key would count as seen and the next line would run into it.
+            let complete = data.lastIndex(of: 0x0A).map { data.index(after: $0) } ?? data.startIndex
+            if complete < data.endIndex {
+                guard let handle = FileHandle(forWritingAtPath: path) else { throw ProviderError(message: "cannot open \(path) for writing") }
+                try handle.truncate(atOffset: UInt64(complete - data.startIndex))
+                try handle.close()
+            }
+            for line in data[..<complete].split(separator: 0x0A) {
                 if let key = ProviderHandoff.idempotencyKey(ofLine: line) { seen.insert(key) }
             }
         }

@@ -210,4 +210,33 @@ struct SenderWorkerTests {
         #expect(throws: ProviderError.self) { _ = try WebhookProvider(url: "ftp://example.invalid/x", timeout: .seconds(1)) }
         #expect(throws: ProviderError.self) { _ = try WebhookProvider(url: "not a url", timeout: .seconds(1)) }
     }
+
+    @Test("file provider: a line cut short by a kill is not a handover (cut off, key not seen, next line intact)")
+    func fileProviderDropsPartialLine() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wm-fp-\(UInt64.random(in: 0...UInt64.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("p.jsonl").path
+        let first = Self.message(1), cut = Self.message(2), next = Self.message(3)
+        func line(_ m: OutboundMessage) -> [UInt8] {
+            ProviderHandoff(idempotencyKey: m.messageID.description, attempt: 1, handedAt: 1, to: "+4790000001", message: m).jsonBytes() + [0x0A]
+        }
+        // One complete line, then the start of one a kill -9 interrupted (key complete, body not).
+        let partial = Array(line(cut).prefix(80))
+        FileManager.default.createFile(atPath: path, contents: Data(line(first) + partial))
+        let provider = try FileProvider(path: path)
+        #expect(await provider.deliver(ProviderRequest(message: first, address: "+4790000001", attempt: 2)) == .accepted(reference: nil))
+        #expect(await provider.deliver(ProviderRequest(message: cut, address: "+4790000001", attempt: 2)) == .accepted(reference: nil))
+        #expect(await provider.deliver(ProviderRequest(message: next, address: "+4790000001", attempt: 1)) == .accepted(reference: nil))
+        let lines = try #require(FileManager.default.contents(atPath: path)).split(separator: 0x0A, omittingEmptySubsequences: false)
+        let keys = lines.dropLast().map { line -> String? in
+            guard case .success(let handoff) = ProviderHandoff.decode(line) else { return nil }
+            return handoff.idempotencyKey
+        }
+        // The repeated first message is dropped (idempotency), the cut one is handed over again, every line decodes.
+        #expect(keys == [first, cut, next].map { $0.messageID.description })
+        #expect(lines.last?.isEmpty == true)
+        let repeats = String(decoding: try #require(FileManager.default.contents(atPath: path + ".repeats")), as: UTF8.self)
+        #expect(repeats == first.messageID.description + "\n")
+    }
 }
