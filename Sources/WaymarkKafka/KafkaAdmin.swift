@@ -340,5 +340,5 @@ public final class KafkaAdmin: @unchecked Sendable {
 
 extension KafkaClientConfiguration {
     /// Just the fetch settings of ``localTuning`` (short waits), used by short-lived readers.
-    static let localTuningFetch: [String: String] = ["fetch.wait.max.ms": "10", "fetch.queue.backoff.ms": "0"]
+    static let localTuningFetch: [String: String] = ["fetch.wait.max.ms": "10", "fetch.queue.backoff.ms": "5"]
 }
