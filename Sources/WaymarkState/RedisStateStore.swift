@@ -98,49 +98,73 @@ public final class RedisStateStore: Sendable {
         return zip(customers, replies).compactMap { customer, reply in reply.bytes.map { (customer, $0) } }
     }
 
+    /// Customers of one shard per commit or acknowledge script call (bounds how long one call holds Redis).
+    public static let customersPerScript = 64
+
     /// Commits `writes` in one round trip; each is atomic on its own and reports its outcome.
     /// `now` (wall-clock ms) timestamps new outbox entries for crash recovery.
+    ///
+    /// Writes are grouped by shard, one script call per shard (and per ``customersPerScript``), in
+    /// their original order within a shard: two writes of one customer behave as two calls would.
     public func commit(_ writes: [StateWrite], now: Int64) async throws -> [CommitOutcome] {
         if writes.isEmpty { return [] }
-        let commands = writes.map { write -> RedisCommand in
-            let shard = keys.shard(of: write.customer)
-            var command = RedisCommand.evalsha(StateScripts.commit, keys: [
-                keys.state(write.customer), keys.outbox(write.customer), keys.due(shard: shard),
-                keys.pendingOutbox(shard: shard), keys.decisions(write.customer),
-            ])
-            command.append(Int(write.expectedVersion))
-            command.append(Int(write.expectedVersion + 1))
-            command.append(bytes: write.state)
-            command.append(stateTTLSeconds)
-            if let wakeup = write.nextWakeup { command.append(Int(wakeup)) } else { command.append("") }
-            command.append(Int(now))
-            command.append(write.customer)
-            command.append(decisionsKept)
-            // One outbox entry per commit (named after the new version) and one list element for its
-            // decisions, however many there are: the script stays at a handful of calls per customer.
-            if write.outbox.isEmpty {
-                command.append(0)
-            } else {
-                command.append(1)
-                command.append(Self.outboxEntryID(version: write.expectedVersion + 1))
-                command.append(bytes: OutboxRecord.pack(write.outbox))
+        let groups = shardGroups(writes.indices, shardOf: { writes[$0].customer })
+        let commands = groups.map { group -> RedisCommand in
+            var keyList = [keys.due(shard: group.shard), keys.pendingOutbox(shard: group.shard)]
+            keyList.reserveCapacity(2 + group.members.count * 3)
+            for index in group.members {
+                let customer = writes[index].customer
+                keyList += [keys.state(customer), keys.outbox(customer), keys.decisions(customer)]
             }
-            if write.decisions.isEmpty {
-                command.append(0)
-            } else {
-                command.append(1)
-                command.append(bytes: Self.packDecisions(write.decisions))
+            var command = RedisCommand.evalsha(StateScripts.commit, keys: keyList)
+            command.append(stateTTLSeconds)
+            command.append(Int(now))
+            command.append(decisionsKept)
+            for index in group.members {
+                let write = writes[index]
+                command.append(write.customer)
+                command.append(Int(write.expectedVersion))
+                command.append(Int(write.expectedVersion + 1))
+                command.append(bytes: write.state)
+                if let wakeup = write.nextWakeup { command.append(Int(wakeup)) } else { command.append("") }
+                // One outbox entry per commit (named after the new version) and one list element for its
+                // decisions, however many there are: a handful of calls per customer.
+                if write.outbox.isEmpty { command.append("") } else { command.append(bytes: OutboxRecord.pack(write.outbox)) }
+                if write.decisions.isEmpty { command.append("") } else { command.append(bytes: Self.packDecisions(write.decisions)) }
             }
             return command
         }
         let replies = try await connection.pipeline(commands)
-        return try zip(writes, replies).map { write, reply in
-            guard let fields = reply.array, fields.count == 2, let flag = fields[0].integer,
-                  let version = fields[1].string.flatMap({ Int64($0) }) else {
-                throw StateStoreError(message: "commit \(write.customer): unexpected reply \(reply.errorMessage ?? "\(reply)")")
+        var outcomes = [CommitOutcome](repeating: .conflict(current: 0), count: writes.count)
+        for (group, reply) in zip(groups, replies) {
+            guard let fields = reply.array, fields.count == group.members.count * 2 else {
+                throw StateStoreError(message: "commit (shard \(group.shard), \(group.members.count) customers): unexpected reply \(reply.errorMessage ?? "\(reply)")")
             }
-            return flag == 1 ? .committed(version: version) : .conflict(current: version)
+            for (position, index) in group.members.enumerated() {
+                guard let flag = fields[position * 2].integer, let version = fields[position * 2 + 1].string.flatMap({ Int64($0) }) else {
+                    throw StateStoreError(message: "commit \(writes[index].customer): unexpected reply \(reply)")
+                }
+                outcomes[index] = flag == 1 ? .committed(version: version) : .conflict(current: version)
+            }
         }
+        return outcomes
+    }
+
+    /// Indices grouped by the shard of their customer, in order within a shard, at most
+    /// ``customersPerScript`` per group.
+    private func shardGroups(_ indices: Range<Int>, shardOf customer: (Int) -> String) -> [(shard: Int, members: [Int])] {
+        var open: [Int: Int] = [:]  // shard → index of its group still taking members
+        var groups: [(shard: Int, members: [Int])] = []
+        for index in indices {
+            let shard = keys.shard(of: customer(index))
+            if let g = open[shard], groups[g].members.count < Self.customersPerScript {
+                groups[g].members.append(index)
+            } else {
+                open[shard] = groups.count
+                groups.append((shard, [index]))
+            }
+        }
+        return groups
     }
 
     /// The outbox entry a commit creates: `v<new version>`.
@@ -157,13 +181,20 @@ public final class RedisStateStore: Sendable {
         return out
     }
 
-    /// Removes outbox entries Kafka has acknowledged, in one round trip.
+    /// Removes outbox entries Kafka has acknowledged, in one round trip (one script call per shard).
     public func acknowledge(_ entries: [(customer: String, ids: [String])]) async throws {
-        let commands = entries.filter { !$0.ids.isEmpty }.map { entry in
-            RedisCommand.evalsha(StateScripts.ack, keys: [keys.outbox(entry.customer), keys.pendingOutbox(shard: keys.shard(of: entry.customer))],
-                                 arguments: [entry.customer] + entry.ids)
+        let entries = entries.filter { !$0.ids.isEmpty }
+        if entries.isEmpty { return }
+        let commands = shardGroups(entries.indices, shardOf: { entries[$0].customer }).map { group -> RedisCommand in
+            var command = RedisCommand.evalsha(StateScripts.ack, keys: [keys.pendingOutbox(shard: group.shard)]
+                                                 + group.members.map { keys.outbox(entries[$0].customer) })
+            for index in group.members {
+                command.append(entries[index].customer)
+                command.append(entries[index].ids.count)
+                for id in entries[index].ids { command.append(id) }
+            }
+            return command
         }
-        if commands.isEmpty { return }
         for reply in try await connection.pipeline(commands) {
             if let message = reply.errorMessage { throw StateStoreError(message: "acknowledge: \(message)") }
         }
