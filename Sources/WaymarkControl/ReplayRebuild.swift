@@ -113,6 +113,7 @@ public struct ReplayRebuild: Sendable {
         report.resumedPast = min(done, customers.count)
 
         let committer = StateCommitter(store: store, logger: Logger(label: "waymark.replay"))
+        let (histories, latestProfiles) = (byCustomer, profiles)
         var index = done
         while index < customers.count {
             if let limit = interruptAfter, index >= limit { throw RebuildInterrupted(afterCustomers: index) }
@@ -120,9 +121,9 @@ public struct ReplayRebuild: Sendable {
             let batch = Array(customers[index..<end])
             let (outcomes, run) = try await committer.run(batch, wallNow: { Int64(Date().timeIntervalSince1970 * 1000) }) {
                 (stored, _) -> (StateWrite, Rebuilt)? in
-                let history = byCustomer[stored.customer]!.enumerated()
+                let history = histories[stored.customer]!.enumerated()
                     .sorted { ($0.element.occurredAt, $0.offset) < ($1.element.occurredAt, $1.offset) }.map(\.element)
-                let profile = profiles[stored.customer]
+                let profile = latestProfiles[stored.customer]
                 let start = current.process(CustomerState(), customerID: stored.customer, profile: profile,
                                             touchpoints: history.filter { $0.occurredAt < from },
                                             now: from.adding(TimeSpan(milliseconds: -1)), timing: .replay)

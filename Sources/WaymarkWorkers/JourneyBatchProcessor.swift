@@ -31,7 +31,10 @@ public struct BatchStats: Sendable {
     public var conflicts = 0
     public var decisions: [DecisionReason: Int] = [:]
     public var messages = 0
-    /// Time spent loading state, running the engine and committing (ms), and bytes written.
+    /// Time spent parsing, storing profiles, loading state, running the engine and waiting for
+    /// commits (ms), and bytes written.
+    public var parseMilliseconds: Int64 = 0
+    public var profileMilliseconds: Int64 = 0
     public var loadMilliseconds: Int64 = 0
     public var engineMilliseconds: Int64 = 0
     public var commitMilliseconds: Int64 = 0
@@ -85,36 +88,46 @@ public struct JourneyBatchProcessor: Sendable {
         var events: [String: [Touchpoint]] = [:]
         var eventRecords: [String: [KafkaConsumerRecord]] = [:]  // for dead-lettering unknown customers
         var order: [String] = []
+        // Parsing is independent per record: spread over the cores, then grouped in partition order.
+        let parseStart = ContinuousClock.now
         let parser = environment.parser
-        for record in records {
-            if record.topic == kafka.customers.name {
+        let customersTopic = kafka.customers.name
+        let parsed = try await ParallelMap.map(records) { record -> ParsedRecord in
+            if record.topic == customersTopic {
                 switch parser.profileUpdate(key: record.key, value: record.value) {
-                case .success(.profile(let profile)):
-                    profileChanges.append((profile.customerID, .put(profile: Array(record.value!), partition: record.partition, offset: record.offset)))
-                case .success(.erase(let customer)):
-                    profileChanges.append((customer, .erase(partition: record.partition, offset: record.offset)))
-                case .failure(let rejection):
-                    deadLetter(record, rejection, now: now, into: &output)
-                }
-            } else {
-                switch parser.touchpoint(key: record.key, value: record.value, now: now) {
-                case .success(let touchpoint):
-                    if events[touchpoint.customerID] == nil { order.append(touchpoint.customerID) }
-                    events[touchpoint.customerID, default: []].append(touchpoint)
-                    let partition = record.topicPartition
-                    output.eventTimes[partition] = max(output.eventTimes[partition] ?? .min, touchpoint.occurredAt.milliseconds)
-                    if lagging.keys.contains(partition), customerPartitions[touchpoint.customerID]?.contains(partition) != true {
-                        customerPartitions[touchpoint.customerID, default: []].append(partition)
-                    }
-                    if environment.settings.worker.unknownCustomer == .deadLetter {
-                        eventRecords[touchpoint.customerID, default: []].append(record)
-                    }
-                    output.stats.touchpoints += 1
-                case .failure(let rejection):
-                    deadLetter(record, rejection, now: now, into: &output)
+                case .success(let update): return .profile(update)
+                case .failure(let rejection): return .rejected(rejection)
                 }
             }
+            switch parser.touchpoint(key: record.key, value: record.value, now: now) {
+            case .success(let touchpoint): return .touchpoint(touchpoint)
+            case .failure(let rejection): return .rejected(rejection)
+            }
         }
+        for (record, item) in zip(records, parsed) {
+            switch item {
+            case .profile(.profile(let profile)):
+                profileChanges.append((profile.customerID, .put(profile: Array(record.value!), partition: record.partition, offset: record.offset)))
+            case .profile(.erase(let customer)):
+                profileChanges.append((customer, .erase(partition: record.partition, offset: record.offset)))
+            case .touchpoint(let touchpoint):
+                if events[touchpoint.customerID] == nil { order.append(touchpoint.customerID) }
+                events[touchpoint.customerID, default: []].append(touchpoint)
+                let partition = record.topicPartition
+                output.eventTimes[partition] = max(output.eventTimes[partition] ?? .min, touchpoint.occurredAt.milliseconds)
+                if lagging.keys.contains(partition), customerPartitions[touchpoint.customerID]?.contains(partition) != true {
+                    customerPartitions[touchpoint.customerID, default: []].append(partition)
+                }
+                if environment.settings.worker.unknownCustomer == .deadLetter {
+                    eventRecords[touchpoint.customerID, default: []].append(record)
+                }
+                output.stats.touchpoints += 1
+            case .rejected(let rejection):
+                deadLetter(record, rejection, now: now, into: &output)
+            }
+        }
+        let profileStart = ContinuousClock.now
+        output.stats.parseMilliseconds = (profileStart - parseStart).milliseconds
         // Profiles and erasures first, in topic order, so events in the same batch see them (topics
         // are not ordered against each other: an event read after an erasure starts an unknown customer).
         if !profileChanges.isEmpty {
@@ -130,20 +143,23 @@ public struct JourneyBatchProcessor: Sendable {
             }
         }
         output.stats.customers = order.count
+        output.stats.profileMilliseconds = (ContinuousClock.now - profileStart).milliseconds
 
+        let (eventsOf, partitionsOf, eventTimes) = (events, customerPartitions, output.eventTimes)
+        let (profileCache, environment) = (profileCache, environment)
         let (outcomes, run) = try await committer.run(order, wallNow: { WallClock.now().milliseconds }) {
-            (stored, state) -> (StateWrite, EngineResult)? in
+            [self] (stored, state) -> (StateWrite, EngineResult)? in
             let customer = stored.customer
             let profile = profileCache.profile(customer, bytes: stored.profile)
             if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter { return nil }
             // The customer's watermark: the latest event time read from its lagging partitions.
             var watermark: Timestamp? = nil
-            for partition in customerPartitions[customer] ?? [] {
-                let read = max((lagging[partition] ?? nil) ?? .min, output.eventTimes[partition] ?? .min)
+            for partition in partitionsOf[customer] ?? [] {
+                let read = max((lagging[partition] ?? nil) ?? .min, eventTimes[partition] ?? .min)
                 watermark = min(watermark ?? Timestamp(milliseconds: read), Timestamp(milliseconds: read))
             }
             let result = environment.engine.process(state, customerID: customer, profile: profile,
-                                                    touchpoints: events[customer] ?? [], now: now, timing: .live,
+                                                    touchpoints: eventsOf[customer] ?? [], now: now, timing: .live,
                                                     watermark: watermark)
             return (write(for: customer, version: stored.version, result: result), result)
         }
@@ -187,8 +203,9 @@ public struct JourneyBatchProcessor: Sendable {
     public func wake(_ customers: [String], now: Timestamp, watermark: Timestamp? = nil) async throws -> BatchOutput {
         var output = BatchOutput()
         var withoutState: [String] = []
+        let (profileCache, environment) = (profileCache, environment)
         let (outcomes, run) = try await committer.run(customers, wallNow: { WallClock.now().milliseconds }) {
-            (stored, state) -> (StateWrite, EngineResult)? in
+            [self] (stored, state) -> (StateWrite, EngineResult)? in
             guard stored.state != nil else { return nil }
             let profile = profileCache.profile(stored.customer, bytes: stored.profile)
             let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live,
@@ -257,6 +274,13 @@ public struct JourneyBatchProcessor: Sendable {
         output.deadLetters.append(.deadLetter(record, rejection: rejection, topic: kafka.deadLetter.name, at: now.milliseconds))
         output.stats.deadLettered[rejection.reason, default: 0] += 1
     }
+}
+
+/// One input record, parsed.
+private enum ParsedRecord: Sendable {
+    case profile(ProfileUpdate)
+    case touchpoint(Touchpoint)
+    case rejected(Rejection)
 }
 
 /// Parsed profiles by customer, reused while the stored bytes are unchanged: a customer's profile

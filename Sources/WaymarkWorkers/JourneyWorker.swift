@@ -131,6 +131,7 @@ public final class JourneyWorker: Service, Sendable {
             logger.debug("batch processed", metadata: [
                 "batch.records": "\(batch.count)", "batch.customers": "\(output.stats.customers)",
                 "batch.process_ms": "\((processed - started).milliseconds)", "batch.wait_previous_ms": "\((waited - processed).milliseconds)",
+                "batch.parse_ms": "\(output.stats.parseMilliseconds)", "batch.profiles_ms": "\(output.stats.profileMilliseconds)",
                 "batch.load_ms": "\(output.stats.loadMilliseconds)", "batch.engine_ms": "\(output.stats.engineMilliseconds)",
                 "batch.commit_ms": "\(output.stats.commitMilliseconds)", "batch.state_bytes": "\(output.stats.stateBytes)",
                 "batch.outbox_bytes": "\(output.stats.outboxBytes)",

@@ -41,6 +41,7 @@ public struct StateCommitter: Sendable {
     public struct RunStats: Sendable {
         public var loadMilliseconds: Int64 = 0
         public var computeMilliseconds: Int64 = 0
+        /// Waiting for commits after the last compute (commits overlap computing the next slice).
         public var commitMilliseconds: Int64 = 0
         /// Writes refused because another writer committed first (each was recomputed).
         public var conflicts = 0
@@ -48,15 +49,18 @@ public struct StateCommitter: Sendable {
 
     /// Runs the loop for `customers`. `compute` gets the stored record and its decoded state (empty for
     /// a new customer) and returns the write to make with a payload for the caller, or `nil` to skip.
+    /// It runs for several customers at once (``ParallelMap``): it must not depend on their order.
     /// `wallNow` (ms) dates new outbox entries for crash recovery.
     public func run<Payload: Sendable>(
         _ customers: [String], wallNow: @Sendable () -> Int64,
-        compute: (StoredCustomer, CustomerState) throws -> (StateWrite, Payload)?
+        compute: @escaping @Sendable (StoredCustomer, CustomerState) throws -> (StateWrite, Payload)?
     ) async throws -> (outcomes: [String: Outcome<Payload>], stats: RunStats) {
         var outcomes: [String: Outcome<Payload>] = [:]
+        outcomes.reserveCapacity(customers.count)
         var stats = RunStats()
         var pending = customers
         var attempt = 0
+        let keys = store.keys, logger = logger
         while !pending.isEmpty {
             attempt += 1
             if attempt > maxAttempts {
@@ -69,44 +73,85 @@ public struct StateCommitter: Sendable {
             }
             let loadStart = ContinuousClock.now
             let loaded = try await store.load(pending)
-            let computeStart = ContinuousClock.now
-            stats.loadMilliseconds += (computeStart - loadStart).milliseconds
-            var writes: [StateWrite] = []
-            var payloads: [Payload] = []
-            writes.reserveCapacity(loaded.count)
-            for stored in loaded {
-                var state = CustomerState()
-                if let bytes = stored.state {
-                    do throws(StateDecodingError) { state = try CustomerState(decoding: bytes) } catch {
-                    outcomes[stored.customer] = .unreadable(error)
-                    Counter(label: "waymark_state_unreadable_total").increment()
-                    logger.error("unreadable customer state left untouched", metadata: [
-                        "error": "\(error)", "state.shard": "\(store.keys.shard(of: stored.customer))",
-                    ])
-                    continue
+            stats.loadMilliseconds += (ContinuousClock.now - loadStart).milliseconds
+            // Compute and commit overlap: while Redis runs slice k's commit (on the connection's own
+            // thread), the engine computes slice k+1 on the cores. Measured on `make bench`: computing
+            // and committing one after the other left Redis and the worker waiting for each other.
+            var commits: [(writes: [StateWrite], payloads: [Payload], task: Task<[CommitOutcome], any Error>)] = []
+            var failure: (any Error)?
+            for slice in Self.slices(loaded.count, minimum: Self.minimumSlice) {
+                let computeStart = ContinuousClock.now
+                let computed: [Computed<Payload>]
+                do {
+                    computed = try await ParallelMap.map(Array(loaded[slice])) { stored -> Computed<Payload> in
+                        var state = CustomerState()
+                        if let bytes = stored.state {
+                            do throws(StateDecodingError) { state = try CustomerState(decoding: bytes) } catch {
+                                Counter(label: "waymark_state_unreadable_total").increment()
+                                logger.error("unreadable customer state left untouched", metadata: [
+                                    "error": "\(error)", "state.shard": "\(keys.shard(of: stored.customer))",
+                                ])
+                                return .unreadable(error)
+                            }
+                        }
+                        guard let (write, payload) = try compute(stored, state) else { return .skipped }
+                        return .write(write, payload)
+                    }
+                } catch {
+                    failure = error
+                    break
+                }
+                var writes: [StateWrite] = []
+                var payloads: [Payload] = []
+                writes.reserveCapacity(slice.count)
+                payloads.reserveCapacity(slice.count)
+                for (stored, result) in zip(loaded[slice], computed) {
+                    switch result {
+                    case .write(let write, let payload): writes.append(write); payloads.append(payload)
+                    case .skipped: outcomes[stored.customer] = .skipped
+                    case .unreadable(let error): outcomes[stored.customer] = .unreadable(error)
                     }
                 }
-                guard let (write, payload) = try compute(stored, state) else {
-                    outcomes[stored.customer] = .skipped
-                    continue
-                }
-                writes.append(write)
-                payloads.append(payload)
+                stats.computeMilliseconds += (ContinuousClock.now - computeStart).milliseconds
+                let (store, now, batch) = (store, wallNow(), writes)
+                commits.append((writes, payloads, Task { try await store.commit(batch, now: now) }))
             }
-            let commitStart = ContinuousClock.now
-            stats.computeMilliseconds += (commitStart - computeStart).milliseconds
-            let results = try await store.commit(writes, now: wallNow())
-            stats.commitMilliseconds += (ContinuousClock.now - commitStart).milliseconds
+            // Every commit started is awaited, also after a failure (none is left running unobserved).
+            let waitStart = ContinuousClock.now
             var conflicted: [String] = []
-            for ((write, payload), result) in zip(zip(writes, payloads), results) {
-                switch result {
-                case .committed(let version): outcomes[write.customer] = .committed(version: version, write: write, payload: payload)
-                case .conflict: conflicted.append(write.customer)
+            for commit in commits {
+                let results: [CommitOutcome]
+                do { results = try await commit.task.value } catch { failure = failure ?? error; continue }
+                for ((write, payload), result) in zip(zip(commit.writes, commit.payloads), results) {
+                    switch result {
+                    case .committed(let version): outcomes[write.customer] = .committed(version: version, write: write, payload: payload)
+                    case .conflict: conflicted.append(write.customer)
+                    }
                 }
             }
+            stats.commitMilliseconds += (ContinuousClock.now - waitStart).milliseconds
+            if let failure { throw failure }
             stats.conflicts += conflicted.count
             pending = conflicted
         }
         return (outcomes, stats)
+    }
+
+    /// Customers per compute-and-commit slice: at least this many (a smaller commit pipeline costs
+    /// more round trips than the overlap saves), at most four slices per round.
+    static let minimumSlice = 400
+
+    /// `0..<count` cut into at most four contiguous ranges of at least `minimum` (one if fewer).
+    static func slices(_ count: Int, minimum: Int) -> [Range<Int>] {
+        let pieces = max(1, min(4, count / max(minimum, 1)))
+        let size = (count + pieces - 1) / pieces
+        return stride(from: 0, to: count, by: max(size, 1)).map { $0..<min($0 + size, count) }
+    }
+
+    /// What computing one loaded customer gave.
+    private enum Computed<Payload: Sendable>: Sendable {
+        case write(StateWrite, Payload)
+        case skipped
+        case unreadable(StateDecodingError)
     }
 }
