@@ -4,12 +4,13 @@ SWIFT ?= swift
 RELEASE_FLAGS := -c release
 BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: setup build run test bench crash-test clean reap help
+.PHONY: setup build run test bench bench-memory crash-test clean reap help
 
 help:
 	@echo "make run    - local broker + Redis, generated retail day through Waymark, summary"
 	@echo "make test   - the whole test suite against a real redis-server and Tansu broker"
-	@echo "make bench  - benchmarks (release build): client ceilings, engine on one core, end to end; bench-results/"
+	@echo "make bench  - benchmarks (release build): ceilings, engine on one core, journey end to end as ratios; bench-results/"
+	@echo "make bench-memory - Redis footprint with 1M customers (2M touchpoints, ~3 GB of Redis, ~8 GB for the bench process)"
 	@echo "make crash-test - full-size crash test: 200k events, kill -9 and SIGSTOP (release build)"
 	@echo "make setup  - install dependencies only (idempotent)"
 
@@ -33,7 +34,13 @@ bench: setup
 	"$(BIN_RELEASE)/waymark-bench" clients
 	"$(BIN_RELEASE)/waymark-bench" engine
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
+	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --customers 200000 --events 400000 --label "sparse, ~2 touchpoints per customer"
 	"$(BIN_RELEASE)/waymark-bench" replay
+
+bench-memory: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
+	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --customers 1000000 --events 2000000 --runs 1 --latency-seconds 0 --label "memory, 1M customers"
 
 crash-test: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark

@@ -32,11 +32,11 @@ struct Measurement: Codable {
     var detail: String
 }
 
-/// Prints measurements as a table and appends them to bench-results/results.jsonl.
-func appendResults(_ measurements: [Measurement]) throws {
+/// Prints measurements as a table (unless `quiet`) and appends them to bench-results/results.jsonl.
+func appendResults(_ measurements: [Measurement], quiet: Bool = false) throws {
     let widths = [38, 14, 10]
-    print("BENCHMARK".padding(toLength: widths[0], withPad: " ", startingAt: 0) + "VALUE".padding(toLength: widths[1], withPad: " ", startingAt: 0) + "UNIT".padding(toLength: widths[2], withPad: " ", startingAt: 0) + "DETAIL")
-    for m in measurements {
+    if !quiet { print("BENCHMARK".padding(toLength: widths[0], withPad: " ", startingAt: 0) + "VALUE".padding(toLength: widths[1], withPad: " ", startingAt: 0) + "UNIT".padding(toLength: widths[2], withPad: " ", startingAt: 0) + "DETAIL") }
+    for m in measurements where !quiet {
         let value = m.value >= 1000 ? String(format: "%.0f", m.value) : String(format: "%.2f", m.value)
         print("\(m.benchmark) \(m.metric)".padding(toLength: widths[0], withPad: " ", startingAt: 0)
               + value.padding(toLength: widths[1], withPad: " ", startingAt: 0)
@@ -44,7 +44,7 @@ func appendResults(_ measurements: [Measurement]) throws {
     }
     try FileManager.default.createDirectory(atPath: "bench-results", withIntermediateDirectories: true)
     let path = "bench-results/results.jsonl"
-    if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+    if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     try handle.seekToEnd()
     let encoder = JSONEncoder()
@@ -129,18 +129,8 @@ struct Clients: AsyncParsableCommand {
 
     func redis(port: Int) async throws -> [Measurement] {
         let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
-        // The shape ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE in one small script.
-        let script = RedisScript(name: "bench", source: """
-            redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-            redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-            redis.call('EXPIRE', KEYS[1], 86400)
-            redis.call('EXPIRE', KEYS[2], 86400)
-            return 1
-            """)
-        func command(_ i: Int) -> RedisCommand {
-            let customer = "c-\(i % 50_000)"
-            return .evalsha(script, keys: ["wm:{\(customer)}:h", "wm:{\(customer)}:z"], arguments: ["f\(i % 7)", i])
-        }
+        // The shape ENVIRONMENT.md measured (the journey benchmark's ceiling uses the same script).
+        let command = Ceilings.command
         // Unpipelined: one round trip per call.
         let single = min(scriptCalls / 10, 50_000)
         var t0 = ContinuousClock.now

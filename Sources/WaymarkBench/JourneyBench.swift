@@ -6,40 +6,78 @@ import WaymarkConfig
 import WaymarkControl
 import WaymarkKafka
 import WaymarkLocalStack
+import WaymarkRedis
 import WaymarkSample
 
-/// End to end through one journey worker process: sustained throughput on a backlog, latency at a
-/// fixed rate, and the worker's peak RSS.
+/// End to end through one journey worker process: sustained throughput on a backlog, latency at
+/// fixed rates, the worker's peak RSS and where the CPU went, each beside the same run's ceilings.
 struct Journey: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "End-to-end journey worker benchmark (throughput, latency, peak RSS).",
+        abstract: "End-to-end journey worker benchmark: throughput and latency as ratios to the same run's ceilings.",
         discussion: """
-            Phase 1 (throughput): a backlog of generated touchpoints is produced first; one `waymark worker \
-            journey` process (release build next to this binary) drains it; events/s = backlog / drain time.
-            Phase 2 (latency): touchpoints are produced at a fixed rate; latency is the time from produce to \
-            the worker's publish of the first decision each caused (Kafka timestamps of both records; later \
-            decisions of the same cause, such as releases after quiet hours, are intended delays).
+            Each run starts a fresh local stack and:
+              1. produces profiles and a backlog of generated touchpoints;
+              2. measures this machine's ceilings on that stack: Kafka consume of the backlog (no group) \
+            and pipelined EVALSHA of a small script (HINCRBY + ZADD + 2×EXPIRE, 100 per pipeline);
+              3. drains the backlog with one `waymark worker journey` process (release build next to this \
+            binary): steady records/s from the first commit on, and the CPU each process used meanwhile;
+              4. produces live touchpoints at 10k/s and at 25 % and 50 % of the measured steady rate; latency \
+            is from produce to the worker's publish of the first decision each event caused (Kafka \
+            timestamps of both records; later decisions of the same cause, such as releases after quiet \
+            hours, are intended delays).
+            Machines differ 3–5× in speed, so every figure is printed beside its ratio to the ceilings; \
+            headline lines give the median with min and max over the runs.
 
             Examples:
-              waymark-bench journey
-              waymark-bench journey --events 1000000 --latency-rate 10000 --latency-seconds 30
+              waymark-bench journey                                   # retail day, ~8 touchpoints per customer
+              waymark-bench journey --customers 200000 --events 400000 --label sparse   # ~2 per customer
+              waymark-bench journey --runs 1 --latency-seconds 5
             """)
 
-    @Option(help: "Backlog size for the throughput phase.") var events = 500_000
-    @Option(help: "Touchpoints per second in the latency phase.") var latencyRate = 10_000
-    @Option(help: "Duration of the latency phase in seconds.") var latencySeconds = 20
+    @Option(help: "Backlog size (touchpoints) for the throughput phase.") var events = 500_000
+    @Option(help: "Customers in the generated day (default: events / 8, about a retail day's touchpoints each).") var customers: Int?
+    @Option(help: "Runs, each on a fresh stack (headline figures: median, min, max).") var runs = 3
+    @Option(help: "Fixed rate (touchpoints/s) of the first latency phase.") var latencyRate = 10_000
+    @Option(help: "Duration of each latency phase in seconds (0: no latency phases).") var latencySeconds = 10
     @Option(help: "Partitions of the touchpoints topic.") var partitions = 6
+    @Option(help: "Records per worker batch (worker.max_batch).") var batch = 10_000
+    @Option(help: "Name of this stream in the headline lines.") var label = "retail day"
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
 
     func run() async throws {
         bootstrapBenchLogging()
+        let customerCount = customers ?? max(events / 8, 100)
+        var results: [RunResult] = []
+        for index in 1...runs {
+            print("— run \(index) of \(runs): \(label), \(events) touchpoints of \(customerCount) customers")
+            results.append(try await once(customers: customerCount))
+        }
+        try report(results, customers: customerCount)
+    }
+
+    /// What one run measured.
+    struct RunResult {
+        var consumeCeiling: Double
+        var evalshaCeiling: Double
+        var steady: Double
+        var includingStart: Double
+        /// Rate → (p50, p99, samples).
+        var latency: [(rate: Int, name: String, p50: Double, p99: Double, samples: Int)]
+        var peakRSSkB: Int
+        /// Share of one core each process used while draining.
+        var cpu: [(process: String, cores: Double)]
+        /// What the drained backlog left in Redis.
+        var footprint: RedisFootprint
+    }
+
+    func once(customers: Int) async throws -> RunResult {
         let stack = try await LocalStack.start()
         defer { stack.stop() }
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
         try LocalSettings.write(
             to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
             topics: ["touchpoints: { partitions: \(partitions) }", "customers: { partitions: \(partitions) }"],
-            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\n")
+            sections: "worker:\n  max_batch: \(batch)\n  poll_timeout_ms: 5\n  metrics_port: 0\n")
         let settings = try WaymarkSettings.load(path: configFile.path)
         let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
         let admin = try KafkaAdmin(client: client)
@@ -48,19 +86,18 @@ struct Journey: AsyncParsableCommand {
         // A recent day (live processing judges timestamps against the wall clock).
         let dayMs: Int64 = 86_400_000
         let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let customers = max((events + latencyRate * latencySeconds) / 10, 100)
-        print("Generating \(customers) customers' day…")
         let day = RetailDay(seed: 11, customers: customers, dayStart: nowMs / dayMs * dayMs - dayMs).generate()
         let profiles = day.filter { $0.kind == .profile }
         let all = day.filter { $0.kind == .touchpoint }
+        guard all.count >= events else {
+            throw ValidationError("\(customers) customers give only \(all.count) touchpoints; ask for fewer --events or more --customers")
+        }
         let backlog = Array(all.prefix(events))
-        let live = Array(all.dropFirst(events).prefix(latencyRate * latencySeconds))
+        var live = Array(all.dropFirst(events))
 
         var big = client
         big.properties["message.max.bytes"] = "10485760"
         let producer = try KafkaProducer(configuration: .init(client: big))
-        // End offsets straight from the delivery reports: watching the drain then costs one committed-offsets
-        // request per poll instead of a short-lived consumer (which would steal CPU from the worker measured).
         var ends: [KafkaTopicPartition: Int64] = [:]
         func send(_ records: ArraySlice<SampleRecord>, topic: String) async throws {
             let reports = try await producer.send(records.map { KafkaProducerRecord(topic: topic, key: Array($0.key.utf8), value: $0.value) })
@@ -76,84 +113,190 @@ struct Journey: AsyncParsableCommand {
         for chunk in stride(from: 0, to: backlog.count, by: 50_000) {
             try await send(backlog[chunk..<min(chunk + 50_000, backlog.count)], topic: settings.kafka.touchpoints.name)
         }
-        print("Backlog: \(profiles.count) profiles + \(backlog.count) touchpoints on \(partitions) partitions")
+        print("  backlog: \(profiles.count) profiles + \(backlog.count) touchpoints on \(partitions) partitions")
 
-        // Phase 1: drain the backlog with one worker process.
+        // Ceilings on this stack, before the worker starts (nothing else runs meanwhile).
+        let consumeCeiling = try await Ceilings.kafkaConsume(client: client, topic: settings.kafka.touchpoints.name,
+                                                            partitions: Int32(partitions), records: backlog.count)
+        let evalshaCeiling = try await Ceilings.evalshaPipelined(port: stack.redis!.port, calls: 200_000, depth: 100)
+        let emptyMemory = try await RedisFootprint.usedMemory(port: stack.redis!.port)
+        print(String(format: "  ceilings: Kafka consume %.0f records/s, pipelined EVALSHA %.0f calls/s", consumeCeiling, evalshaCeiling))
+
+        // Drain the backlog with one worker process.
         let worker = ManagedProcess(
             executable: siblingWaymarkBinary,
             arguments: ["worker", "journey", "--config", configFile.path, "--journeys", journeys, "--log-level", ProcessInfo.processInfo.environment["WAYMARK_BENCH_WORKER_LOG"] ?? "warning"],
             logFile: stack.directory.appendingPathComponent("worker.log"))
         let start = ContinuousClock.now
         try worker.start()
+        defer { worker.stop() }  // on an error below too: never leave a worker running
         var peakRSS = 0
         let inputs = [settings.kafka.touchpoints.name, settings.kafka.customers.name]
         var drainedAt = start
-        var firstProgress: (at: ContinuousClock.Instant, lag: Int64)?
+        var firstProgress: (at: ContinuousClock.Instant, lag: Int64, cpu: [Int32: Double])?
         let total = Int64(backlog.count + profiles.count)
         let endTotal = ends.values.reduce(0, +)
+        let pids: [(String, Int32?)] = [("journey worker", nil), ("redis", stack.redis!.process.pid), ("broker", stack.kafka!.process.pid)]
+        func cpuNow() -> [Int32: Double] {
+            var out: [Int32: Double] = [:]
+            for pid in pids.map({ $0.1 ?? worker.pid }) { if let pid { out[pid] = Self.cpuSeconds(pid) } }
+            return out
+        }
+        var cpuAtEnd: [Int32: Double] = [:]
         while true {
             try await Task.sleep(for: .milliseconds(200))
             peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
             let committed = try await admin.committedOffsets(group: settings.kafka.journeyGroup)
                 .filter { inputs.contains($0.topic) }.map(\.offset).reduce(0, +)
             let lag = endTotal - committed
-            if firstProgress == nil, lag < total { firstProgress = (ContinuousClock.now, lag) }
-            if lag == 0 { drainedAt = ContinuousClock.now; break }
+            if firstProgress == nil, lag < total { firstProgress = (ContinuousClock.now, lag, cpuNow()) }
+            if lag == 0 { drainedAt = ContinuousClock.now; cpuAtEnd = cpuNow(); break }
             if !worker.isRunning { throw ValidationError("worker exited: \(worker.logTail())") }
             if ContinuousClock.now - start > .seconds(600) { throw ValidationError("backlog not drained in 600 s (lag \(lag))") }
         }
         let drain = drainedAt - start
         let throughput = Double(total) / drain.seconds
-        let progress = firstProgress ?? (start, total)
-        let steady = Double(progress.lag) / (drainedAt - progress.at).seconds
-        print(String(format: "Throughput: %d records drained in %.2f s including start-up and group join (%.0f records/s); %.0f records/s from the first commit on",
+        let progress = firstProgress ?? (start, total, [:])
+        let steadyTime = (drainedAt - progress.at).seconds
+        let steady = Double(progress.lag) / steadyTime
+        let cpu = pids.map { name, pid -> (String, Double) in
+            let p = pid ?? worker.pid ?? 0
+            return (name, ((cpuAtEnd[p] ?? 0) - (progress.cpu[p] ?? 0)) / steadyTime)
+        }
+        print(String(format: "  drained %d records in %.2f s (%.0f records/s incl. start and group join); steady %.0f records/s from the first commit",
                      total, drain.seconds, throughput, steady))
+        print("  CPU while draining (cores): " + cpu.map { "\($0.0) " + String(format: "%.2f", $0.1) }.joined(separator: ", "))
+        let footprint = try await RedisFootprint.measure(port: stack.redis!.port, emptyMemory: emptyMemory)
+        print("  Redis after the drain: \(footprint.customers) customers with state, \(footprint.keys) keys, used_memory +\(footprint.usedMemory / 1_048_576) MB "
+              + "(\(footprint.usedMemory / max(footprint.customers, 1)) B per customer; state value \(footprint.stateBytes / max(footprint.customers, 1)) B)")
 
-        // Phase 2: fixed rate; latency from produce to the worker's publish of the caused decisions.
+        // Latency at fixed rates: 10k/s, then 25 % and 50 % of the steady rate just measured.
         let decisionsTopic = settings.kafka.decisions.name
         let reader = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
         let decisionEnds = try await admin.endOffsets(topics: [decisionsTopic])
         try reader.assign(decisionEnds.map { KafkaTopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value.high) })
-        var producedAt: [String: Int64] = [:]
-        let liveStart = ContinuousClock.now
-        let chunk = max(latencyRate / 100, 1)  // 10 ms slices
-        var latencies: [Int64] = []
-        for offset in stride(from: 0, to: live.count, by: chunk) {
-            let slice = live[offset..<min(offset + chunk, live.count)]
-            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
-            try await producer.sendAll(slice.map { record in
-                KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
-            })
-            for record in slice {
-                if let id = Self.eventID(record.value) { producedAt[id] = stamp }
+        var latency: [(rate: Int, name: String, p50: Double, p99: Double, samples: Int)] = []
+        let phases = [(latencyRate, "\(latencyRate)/s"), (Int(steady * 0.25), "25% of steady"), (Int(steady * 0.5), "50% of steady")]
+        var nextCustomer = customers
+        for (rate, name) in phases where rate > 0 && latencySeconds > 0 {
+            let wanted = rate * latencySeconds
+            if live.count < wanted {  // more of the same day from new customers, with their own ids (not timed)
+                var more = RetailDay(seed: UInt64(11 + latency.count + 1), customers: max(customers, wanted / 8),
+                                     dayStart: nowMs / dayMs * dayMs - dayMs)
+                more.firstCustomer = nextCustomer
+                nextCustomer += more.customers
+                more.idPrefix = "x\(latency.count)-"
+                let extra = more.generate()
+                for chunk in stride(from: 0, to: extra.count, by: 50_000) {
+                    let profilesChunk = extra[chunk..<min(chunk + 50_000, extra.count)].filter { $0.kind == .profile }
+                    try await send(profilesChunk[...], topic: settings.kafka.customers.name)
+                }
+                live += extra.filter { $0.kind == .touchpoint }
+                try await Task.sleep(for: .seconds(2))  // let the worker take the profiles in first
             }
-            latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), &producedAt)
-            peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
-            let due = liveStart + .milliseconds(Int64(Double(offset + chunk) / Double(latencyRate) * 1000))
-            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+            let slice = Array(live.prefix(wanted))
+            live.removeFirst(min(wanted, live.count))
+            let (p50, p99, samples, rss) = try await Self.latency(slice, rate: rate, producer: producer, reader: reader,
+                                                                 topic: settings.kafka.touchpoints.name, worker: worker)
+            peakRSS = max(peakRSS, rss)
+            print("  latency at \(rate)/s (\(name)): " + String(format: "p50 %.0f ms, p99 %.0f ms (%d decisions)", p50, p99, samples))
+            latency.append((rate, name, p50, p99, samples))
         }
-        let tail = ContinuousClock.now + .seconds(3)
-        while ContinuousClock.now < tail { latencies += Self.collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), &producedAt) }
         await reader.close()
         peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
         worker.stop(grace: .seconds(20))
-        // Keep the worker's log next to the results (stage timings at --log-level debug).
+        // Keep the worker's log next to the results (stage timings at WAYMARK_BENCH_WORKER_LOG=debug).
         try? FileManager.default.createDirectory(atPath: "bench-results", withIntermediateDirectories: true)
         try? FileManager.default.removeItem(atPath: "bench-results/journey-worker.log")
         try? FileManager.default.copyItem(atPath: worker.logFile.path, toPath: "bench-results/journey-worker.log")
+        print("  peak RSS of the worker: \(peakRSS / 1024) MB")
+        return RunResult(consumeCeiling: consumeCeiling, evalshaCeiling: evalshaCeiling, steady: steady, includingStart: throughput,
+                         latency: latency, peakRSSkB: peakRSS, cpu: cpu, footprint: footprint)
+    }
+
+    /// Produces `records` at `rate`/s in 10 ms slices; returns p50, p99 (ms), samples and the worker's peak RSS (kB).
+    static func latency(_ records: [SampleRecord], rate: Int, producer: KafkaProducer, reader: KafkaConsumer, topic: String,
+                        worker: ManagedProcess) async throws -> (Double, Double, Int, Int) {
+        var producedAt: [String: Int64] = [:]
+        var latencies: [Int64] = []
+        var rss = 0
+        let begin = ContinuousClock.now
+        let chunk = max(rate / 100, 1)
+        for offset in stride(from: 0, to: records.count, by: chunk) {
+            let slice = records[offset..<min(offset + chunk, records.count)]
+            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+            try await producer.sendAll(slice.map { record in
+                KafkaProducerRecord(topic: topic, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
+            })
+            for record in slice { if let id = eventID(record.value) { producedAt[id] = stamp } }
+            latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), &producedAt)
+            rss = max(rss, peakRSS(worker.pid))
+            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        let tail = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < tail { latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), &producedAt) }
         latencies.sort()
         func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) }
-        print(String(format: "Latency at %d/s: %d decisions measured, p50 %.0f ms, p99 %.0f ms, max %.0f ms", latencyRate, latencies.count, pct(0.5), pct(0.99), pct(1.0)))
-        print("Peak RSS of the worker: \(peakRSS / 1024) MB")
-        try appendResults([
-            Measurement(benchmark: "journey", metric: "throughput steady", value: steady, unit: "records/s",
-                        detail: "\(backlog.count) touchpoints + \(profiles.count) profiles, one worker process, \(partitions) partitions, from first commit"),
-            Measurement(benchmark: "journey", metric: "throughput incl. start", value: throughput, unit: "records/s",
-                        detail: "process start and group join (Tansu holds the first JoinGroup ~3 s) included"),
-            Measurement(benchmark: "journey", metric: "latency p50", value: pct(0.5), unit: "ms", detail: "at \(latencyRate)/s, produce → decision published"),
-            Measurement(benchmark: "journey", metric: "latency p99", value: pct(0.99), unit: "ms", detail: "at \(latencyRate)/s, \(latencies.count) samples"),
-            Measurement(benchmark: "journey", metric: "peak RSS", value: Double(peakRSS) / 1024, unit: "MB", detail: "VmHWM of the worker process"),
-        ])
+        return (pct(0.5), pct(0.99), latencies.count, rss)
+    }
+
+    /// Prints the headline lines (stable form, one figure each) and appends the measurements.
+    func report(_ runs: [RunResult], customers: Int) throws {
+        func spread(_ values: [Double]) -> (median: Double, min: Double, max: Double) {
+            let sorted = values.sorted()
+            return (sorted[sorted.count / 2], sorted.first!, sorted.last!)
+        }
+        func line(_ name: String, _ values: [Double], unit: String, format: String = "%.0f") -> String {
+            let s = spread(values)
+            let range = values.count > 1 ? " (min \(String(format: format, s.min)), max \(String(format: format, s.max)), \(values.count) runs)" : ""
+            return "\(name): \(String(format: format, s.median)) \(unit)\(range)"
+        }
+        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch)]"
+        print("\nHEADLINES \(tag)")
+        var lines: [String] = []
+        lines.append(line("ceiling kafka consume", runs.map(\.consumeCeiling), unit: "records/s"))
+        lines.append(line("ceiling redis evalsha pipelined", runs.map(\.evalshaCeiling), unit: "calls/s"))
+        lines.append(line("end-to-end journey", runs.map(\.steady), unit: "records/s (steady)"))
+        lines.append(line("end-to-end journey incl. start", runs.map(\.includingStart), unit: "records/s"))
+        lines.append(line("ratio journey/evalsha ceiling", runs.map { $0.steady / $0.evalshaCeiling }, unit: "", format: "%.2f"))
+        lines.append(line("ratio journey/kafka consume ceiling", runs.map { $0.steady / $0.consumeCeiling }, unit: "", format: "%.3f"))
+        for (index, phase) in (runs.first?.latency ?? []).enumerated() {
+            let samples = runs.compactMap { $0.latency.count > index ? $0.latency[index] : nil }
+            let rates = samples.map { Double($0.rate) }
+            let name = phase.name.hasSuffix("/s") ? phase.name : "\(phase.name), \(Int(spread(rates).median))/s"
+            lines.append(line("p50 produce->decision at \(name)", samples.map(\.p50), unit: "ms"))
+            lines.append(line("p99 produce->decision at \(name)", samples.map(\.p99), unit: "ms"))
+        }
+        lines.append(line("peak RSS journey worker", runs.map { Double($0.peakRSSkB) / 1024 }, unit: "MB"))
+        let perCustomer = runs.map { Double($0.footprint.usedMemory) / Double(max($0.footprint.customers, 1)) }
+        lines.append(line("customers with state after the drain", runs.map { Double($0.footprint.customers) }, unit: ""))
+        lines.append(line("redis used_memory per customer", perCustomer, unit: "B"))
+        lines.append(line("redis used_memory per million customers", perCustomer.map { $0 * 1_000_000 / 1_048_576 }, unit: "MB"))
+        lines.append(line("state bytes per customer", runs.map { Double($0.footprint.stateBytes) / Double(max($0.footprint.customers, 1)) }, unit: "B"))
+        for (index, entry) in (runs.first?.cpu ?? []).enumerated() {
+            lines.append(line("cores used while draining: \(entry.process)", runs.map { $0.cpu[index].cores }, unit: "", format: "%.2f"))
+        }
+        for l in lines { print(l) }
+        var measurements: [Measurement] = []
+        for (i, run) in runs.enumerated() {
+            let d = "\(tag) run \(i + 1)"
+            measurements += [
+                Measurement(benchmark: "journey", metric: "throughput steady", value: run.steady, unit: "records/s", detail: d),
+                Measurement(benchmark: "journey", metric: "ratio to evalsha ceiling", value: run.steady / run.evalshaCeiling, unit: "ratio", detail: d),
+                Measurement(benchmark: "journey", metric: "ratio to kafka consume ceiling", value: run.steady / run.consumeCeiling, unit: "ratio", detail: d),
+                Measurement(benchmark: "journey", metric: "peak RSS", value: Double(run.peakRSSkB) / 1024, unit: "MB", detail: d),
+                Measurement(benchmark: "journey", metric: "redis used_memory per customer", value: Double(run.footprint.usedMemory) / Double(max(run.footprint.customers, 1)),
+                            unit: "B", detail: "\(d), \(run.footprint.customers) customers"),
+                Measurement(benchmark: "journey", metric: "state bytes per customer", value: Double(run.footprint.stateBytes) / Double(max(run.footprint.customers, 1)),
+                            unit: "B", detail: "\(d), \(run.footprint.customers) customers"),
+            ]
+            for phase in run.latency {
+                measurements.append(Measurement(benchmark: "journey", metric: "p50 at \(phase.rate)/s", value: phase.p50, unit: "ms", detail: d))
+                measurements.append(Measurement(benchmark: "journey", metric: "p99 at \(phase.rate)/s", value: phase.p99, unit: "ms", detail: d))
+            }
+        }
+        try appendResults(measurements, quiet: true)
     }
 
     /// Latencies (ms) from producing an event to the first decision it caused. Later decisions with the
@@ -183,5 +326,111 @@ struct Journey: AsyncParsableCommand {
             return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
         return 0
+    }
+
+    /// CPU seconds (user + system) `pid` has used, from /proc/PID/stat (clock ticks of 1/100 s).
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+/// This machine's ceilings, measured on the benchmark's own stack (the ratios' denominators).
+enum Ceilings {
+    /// Records/s a groupless consumer reads `topic` from the beginning (first record to the `records`-th).
+    static func kafkaConsume(client: KafkaClientConfiguration, topic: String, partitions: Int32, records: Int) async throws -> Double {
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: $0, offset: KafkaOffset.beginning) })
+        var consumed = 0
+        var first: ContinuousClock.Instant?
+        let deadline = ContinuousClock.now + .seconds(120)
+        while consumed < records, ContinuousClock.now < deadline {
+            let batch = try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(500))
+            if first == nil, !batch.isEmpty { first = ContinuousClock.now }
+            consumed += batch.count
+        }
+        let elapsed = ContinuousClock.now - (first ?? ContinuousClock.now)
+        await consumer.close()
+        return Double(consumed) / max(elapsed.seconds, 0.001)
+    }
+
+    /// The script ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE, on 50,000 customers' keys.
+    static let script = RedisScript(name: "bench", source: """
+        redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+        redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+        redis.call('EXPIRE', KEYS[1], 86400)
+        redis.call('EXPIRE', KEYS[2], 86400)
+        return 1
+        """)
+
+    static func command(_ i: Int) -> RedisCommand {
+        let customer = "c-\(i % 50_000)"
+        return .evalsha(script, keys: ["bench:{\(customer)}:h", "bench:{\(customer)}:z"], arguments: ["f\(i % 7)", i])
+    }
+
+    /// Calls/s of that script, `depth` per pipeline, one connection.
+    static func evalshaPipelined(port: Int, calls: Int, depth: Int) async throws -> Double {
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        _ = try await connection.pipeline((0..<depth).map(command))  // loads the script
+        let t0 = ContinuousClock.now
+        var i = 0
+        while i < calls {
+            let n = min(depth, calls - i)
+            _ = try await connection.pipeline((i..<(i + n)).map(command))
+            i += n
+        }
+        let elapsed = ContinuousClock.now - t0
+        _ = try await connection.send(RedisCommand("FLUSHDB"))  // the worker has not started: only these keys exist
+        await connection.close()
+        return Double(calls) / elapsed.seconds
+    }
+}
+
+/// What customers' journey state costs in Redis, for sizing: `used_memory` grown since the empty
+/// database, per customer with a state key, and the state values' own bytes.
+struct RedisFootprint {
+    /// Bytes of `used_memory` added since the worker started (state, profiles, outbox, indexes, decision lists).
+    var usedMemory: Int
+    var customers: Int
+    var keys: Int
+    /// Sum of the state values' lengths.
+    var stateBytes: Int
+
+    static func usedMemory(port: Int) async throws -> Int {
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        defer { Task { await connection.close() } }
+        return try await usedMemory(connection)
+    }
+
+    static func usedMemory(_ connection: RedisConnection) async throws -> Int {
+        let info = try await connection.send("INFO", "memory").string ?? ""
+        let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("used_memory:") }
+        guard let value = line.flatMap({ Int($0.dropFirst("used_memory:".count)) }) else {
+            throw ValidationError("INFO memory has no used_memory line")
+        }
+        return value
+    }
+
+    /// Counts state keys with SCAN (one server holds every key here) and sums their encoded states (field `s`).
+    static func measure(port: Int, emptyMemory: Int) async throws -> RedisFootprint {
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        defer { Task { await connection.close() } }
+        let used = try await usedMemory(connection)
+        let keys = Int(try await connection.send("DBSIZE").integer ?? 0)
+        var cursor = "0", customers = 0, stateBytes = 0
+        repeat {
+            let reply = try await connection.send("SCAN", cursor, "MATCH", "*:st:*", "COUNT", 10_000).array ?? []
+            guard reply.count == 2, let next = reply[0].string, let found = reply[1].array else { throw ValidationError("unexpected SCAN reply") }
+            cursor = next
+            let names = found.compactMap(\.string)
+            customers += names.count
+            if !names.isEmpty {
+                for length in try await connection.pipeline(names.map { RedisCommand("HSTRLEN", $0, "s") }) { stateBytes += Int(length.integer ?? 0) }
+            }
+        } while cursor != "0"
+        return RedisFootprint(usedMemory: used - emptyMemory, customers: customers, keys: keys, stateBytes: stateBytes)
     }
 }

@@ -43,6 +43,8 @@ public struct RetailDay: Sendable {
     public var unknownCustomerShare: Double = 0.04
     /// Prefix of event, cart, order and case ids, so several generated days can form one history.
     public var idPrefix = ""
+    /// Index of the first generated customer, so another day can bring new customers (`c-…` ids after these).
+    public var firstCustomer = 0
 
     public static let timezones = [
         "Europe/Oslo", "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles",
@@ -67,7 +69,7 @@ public struct RetailDay: Sendable {
         var profiles: [SampleRecord] = []
         var events: [SampleRecord] = []
         var eventSeq = 0
-        for index in 0..<customers {
+        for index in firstCustomer..<(firstCustomer + customers) {
             let id = Self.customerID(index)
             let zoneIndex = Int(rng.next() % UInt64(Self.timezones.count))
             let zone = TimeZone(identifier: Self.timezones[zoneIndex])!
