@@ -72,7 +72,8 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkRedis",
-            dependencies: ["CHiredis", "WaymarkThreads", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CHiredis", "WaymarkThreads", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: strict),
         .target(
             name: "WaymarkConfig",

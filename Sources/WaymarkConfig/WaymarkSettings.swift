@@ -50,6 +50,11 @@ public struct KafkaSettings: Sendable {
 
 /// Redis connection.
 public struct RedisSettings: Sendable {
+    /// `standalone` (one server) or `cluster` (Redis Cluster; `host:port` and `seeds` are where the
+    /// slot map is read from).
+    public var mode: String = "standalone"
+    /// Further cluster nodes (`host:port`) for reading the slot map (cluster mode).
+    public var seeds: [String] = []
     public var host: String
     public var port: Int
     public var username: String?
@@ -227,7 +232,7 @@ public struct WaymarkSettings: Sendable {
 
         let redisNode = try reader.mapping(root["redis"] ?? Node.mapping(.init([])), "redis", allowed: [
             "host", "port", "username", "password_env", "password_file", "database", "connect_timeout_ms", "command_timeout_ms",
-            "key_prefix", "shards",
+            "key_prefix", "shards", "mode", "seeds",
         ])
         var redis = RedisSettings(
             host: try reader.string(redisNode, "host", "redis", default: "127.0.0.1"),
@@ -243,6 +248,26 @@ public struct WaymarkSettings: Sendable {
             throw reader.fail(redisNode["key_prefix"], "redis.key_prefix", "must be non-empty and contain no braces")
         }
         redis.password = try secret(redisNode, "password", "redis", what: "Redis password")
+        redis.mode = try reader.string(redisNode, "mode", "redis", default: "standalone")
+        if redis.mode != "standalone" && redis.mode != "cluster" {
+            throw reader.fail(redisNode["mode"], "redis.mode", "expected standalone or cluster, got '\(redis.mode)'")
+        }
+        redis.seeds = try reader.stringList(redisNode, "seeds", "redis", default: [])
+        if let mode = environment["WAYMARK_REDIS_MODE"], !mode.isEmpty {
+            guard mode == "standalone" || mode == "cluster" else {
+                throw ConfigError(file: "environment", line: 0, path: "WAYMARK_REDIS_MODE", problem: "'\(mode)' is not standalone or cluster")
+            }
+            redis.mode = mode
+        }
+        if let seeds = environment["WAYMARK_REDIS_SEEDS"], !seeds.isEmpty {
+            redis.seeds = seeds.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        for seed in redis.seeds where !Self.isEndpoint(seed) {
+            throw reader.fail(redisNode["seeds"], "redis.seeds", "'\(seed)' is not host:port")
+        }
+        if redis.mode == "cluster" && redis.database != 0 {
+            throw reader.fail(redisNode["database"], "redis.database", "must be 0 in cluster mode (Redis Cluster has one database)")
+        }
         if let host = environment["WAYMARK_REDIS_HOST"], !host.isEmpty { redis.host = host }
         if let port = environment["WAYMARK_REDIS_PORT"] {
             guard let value = Int(port), (1...65_535).contains(value) else {
@@ -307,5 +332,12 @@ public struct WaymarkSettings: Sendable {
             concurrency: try reader.int(senderNode, "concurrency", "sender", default: 32, range: 1...1_024),
             claimStaleMilliseconds: try reader.int(senderNode, "claim_stale_ms", "sender", default: 30_000, range: 100...86_400_000))
         return WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: sender)
+    }
+
+    /// `host:port` with a non-empty host and a port in 1...65535.
+    static func isEndpoint(_ text: String) -> Bool {
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+              let port = Int(text[text.index(after: colon)...]) else { return false }
+        return (1...65_535).contains(port)
     }
 }

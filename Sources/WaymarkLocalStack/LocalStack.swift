@@ -197,34 +197,52 @@ public final class LocalStack: Sendable {
     public let redis: LocalRedis?
     /// The broker, if requested.
     public let kafka: LocalKafka?
+    /// The Redis Cluster, if one was requested instead of a single server.
+    public let cluster: LocalRedisCluster?
     /// Working directory holding the servers' logs.
     public let directory: URL
 
-    /// Starts the requested servers (both by default).
+    /// Starts the requested servers (both by default). With `cluster`, a Redis Cluster of that shape
+    /// is started instead of the single Redis server.
     public static func start(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
+                             cluster: LocalRedisCluster.Shape? = nil,
                              logger: Logger = Logger(label: "waymark.localstack")) async throws -> LocalStack {
         let reaped = OrphanRegistry.reap()
         if !reaped.isEmpty { logger.notice("reaped orphaned local servers", metadata: ["pids": "\(reaped)"]) }
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("waymark-stack-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let localRedis = redis ? try await LocalRedis.start(in: directory, appendOnly: redisAppendOnly) : nil
+        let localRedis = redis && cluster == nil ? try await LocalRedis.start(in: directory, appendOnly: redisAppendOnly) : nil
+        let localCluster: LocalRedisCluster?
         let localKafka: LocalKafka?
         do {
-            localKafka = kafka ? try await LocalKafka.start(in: directory) : nil
+            if let cluster {
+                localCluster = try await LocalRedisCluster.start(in: directory, masters: cluster.masters,
+                                                                 replicasPerMaster: cluster.replicasPerMaster)
+            } else {
+                localCluster = nil
+            }
         } catch {
             localRedis?.stop()
             throw error
         }
+        do {
+            localKafka = kafka ? try await LocalKafka.start(in: directory) : nil
+        } catch {
+            localRedis?.stop()
+            localCluster?.stop()
+            throw error
+        }
         logger.info("local stack up", metadata: [
-            "redis.port": "\(localRedis?.port ?? 0)", "kafka.port": "\(localKafka?.port ?? 0)",
-            "logs": "\(directory.path)",
+            "redis.port": "\(localRedis?.port ?? 0)", "redis.cluster": "\(localCluster?.seeds ?? [])",
+            "kafka.port": "\(localKafka?.port ?? 0)", "logs": "\(directory.path)",
         ])
-        return LocalStack(redis: localRedis, kafka: localKafka, directory: directory)
+        return LocalStack(redis: localRedis, cluster: localCluster, kafka: localKafka, directory: directory)
     }
 
-    private init(redis: LocalRedis?, kafka: LocalKafka?, directory: URL) {
+    private init(redis: LocalRedis?, cluster: LocalRedisCluster?, kafka: LocalKafka?, directory: URL) {
         self.redis = redis
+        self.cluster = cluster
         self.kafka = kafka
         self.directory = directory
     }
@@ -233,6 +251,7 @@ public final class LocalStack: Sendable {
     public func stop() {
         kafka?.stop()
         redis?.stop()
+        cluster?.stop()
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -242,8 +261,9 @@ public final class LocalStack: Sendable {
 
     /// Runs `body` with a fresh stack and always stops it afterwards.
     public static func with<T>(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
+                               cluster: LocalRedisCluster.Shape? = nil,
                                _ body: (LocalStack) async throws -> T) async throws -> T {
-        let stack = try await start(redis: redis, kafka: kafka, redisAppendOnly: redisAppendOnly)
+        let stack = try await start(redis: redis, kafka: kafka, redisAppendOnly: redisAppendOnly, cluster: cluster)
         do {
             let result = try await body(stack)
             stack.stop()

@@ -23,6 +23,17 @@ enum LoopbackNetwork {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// `true` if 127.0.0.1:`port` can be bound right now.
+    static func isFree(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = loopback(port: port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
     /// Connects to 127.0.0.1:`port`, optionally sends `request` and returns up to 256 bytes of the reply.
     /// Returns `nil` if the connection is refused or nothing arrives within `timeout`.
     static func exchange(port: Int, request: [UInt8]?, timeout: Duration = .milliseconds(500)) -> [UInt8]? {

@@ -5,6 +5,20 @@
 /// ``validate()`` is called by ``RedisConnection/connect(_:logger:)``, so a bad value is a typed
 /// ``RedisError`` with kind ``RedisError/Kind/invalidArgument`` rather than a crash.
 public struct RedisConfiguration: Sendable, Equatable {
+    /// How the server is deployed.
+    public enum Mode: String, Sendable, Equatable, CaseIterable {
+        /// One server (or a primary behind a stable address): every command goes to ``host``:``port``.
+        case standalone
+        /// Redis Cluster: ``host``:``port`` and ``seeds`` are where the slot map is first read from;
+        /// commands go to the master owning their key's slot (see ``RedisConnection``).
+        case cluster
+    }
+
+    /// Standalone server or Redis Cluster.
+    public var mode: Mode
+    /// Further cluster nodes (`host:port`) to read the slot map from when ``host``:``port`` does not
+    /// answer. Ignored in standalone mode.
+    public var seeds: [String]
     /// Host name or IP address. Resolution happens on the connection's own thread.
     public var host: String
     /// TCP port, 1...65535.
@@ -31,6 +45,8 @@ public struct RedisConfiguration: Sendable, Equatable {
 
     /// Creates a configuration; every parameter has a default.
     /// - Parameters:
+    ///   - mode: standalone server or Redis Cluster (default standalone).
+    ///   - seeds: further cluster nodes as `host:port` (default none; cluster mode only).
     ///   - host: host name or address (default `127.0.0.1`).
     ///   - port: TCP port (default 6379).
     ///   - username: ACL user for `AUTH` (default none).
@@ -42,6 +58,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     ///   - reconnectBackoff: first pause between attempts, doubling (default 50 ms).
     ///   - maxReconnectBackoff: longest pause between attempts (default 1 s).
     public init(
+        mode: Mode = .standalone,
+        seeds: [String] = [],
         host: String = "127.0.0.1",
         port: Int = 6379,
         username: String? = nil,
@@ -53,6 +71,8 @@ public struct RedisConfiguration: Sendable, Equatable {
         reconnectBackoff: Duration = .milliseconds(50),
         maxReconnectBackoff: Duration = .seconds(1)
     ) {
+        self.mode = mode
+        self.seeds = seeds
         self.host = host
         self.port = port
         self.username = username
@@ -82,5 +102,25 @@ public struct RedisConfiguration: Sendable, Equatable {
         if reconnectAttempts < 1 { throw invalid("reconnectAttempts must be at least 1, got \(reconnectAttempts)") }
         if reconnectBackoff < .zero || maxReconnectBackoff < .zero { throw invalid("backoff must not be negative") }
         if username != nil && password == nil { throw invalid("username given without password") }
+        if mode == .cluster && database != 0 { throw invalid("Redis Cluster has only database 0, got \(database)") }
+        for seed in seeds where Self.parseEndpoint(seed) == nil {
+            throw invalid("seed '\(seed)' is not host:port with a port in 1...65535")
+        }
+    }
+
+    /// Every `host:port` to read a cluster's slot map from: ``endpoint`` first, then ``seeds``.
+    public var seedEndpoints: [String] {
+        var all = [endpoint]
+        for seed in seeds where !all.contains(seed) { all.append(seed) }
+        return all
+    }
+
+    /// Splits `host:port` (the host may be a bracketed IPv6 address); `nil` if malformed.
+    public static func parseEndpoint(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
+        return (host, port)
     }
 }

@@ -28,14 +28,18 @@ public final class RedisConnection: Sendable {
     /// The configuration this connection was opened with.
     public let configuration: RedisConfiguration
     private let thread: OwnedThread
-    private let driver: RedisDriver
+    private let driver: any CommandDriver
     private let closed = Atomic<Bool>(false)
+    private let statistics = ClusterStatisticsRecorder()
 
     private init(configuration: RedisConfiguration, logger: Logger) {
         self.configuration = configuration
         self.thread = OwnedThread(name: "redis-\(configuration.port)")
-        self.driver = RedisDriver(configuration: configuration, logger: logger)
-        thread.submit { RedisDriver.blockSIGPIPEOnCurrentThread() }
+        switch configuration.mode {
+        case .standalone: self.driver = RedisDriver(configuration: configuration, logger: logger)
+        case .cluster: self.driver = ClusterDriver(configuration: configuration, logger: logger, statistics: statistics)
+        }
+        _ = thread.submit { RedisDriver.blockSIGPIPEOnCurrentThread() }
     }
 
     deinit {
@@ -117,6 +121,22 @@ public final class RedisConnection: Sendable {
         }
     }
 
+    /// Sends `command` to every master (the one server in standalone mode), for commands whose answer
+    /// is per node: `DBSIZE`, `INFO`, `SCAN`, `FLUSHDB`, `KEYS`. Returns each node's reply by `host:port`.
+    public func sendToEveryMaster(_ command: RedisCommand) async throws -> [(endpoint: String, reply: RedisReply)] {
+        try Task.checkCancellation()
+        let driver = self.driver
+        return try await onThread { () throws(RedisError) in try driver.executeOnEveryMaster(command) }
+    }
+
+    /// Sends `name` with `arguments` to every master (convenience for ``sendToEveryMaster(_:)``).
+    public func sendToEveryMaster(_ name: String, _ arguments: any RedisArgument...) async throws -> [(endpoint: String, reply: RedisReply)] {
+        try await sendToEveryMaster(RedisCommand(name, arguments: arguments))
+    }
+
+    /// What this connection did to follow a cluster's topology (all zero in standalone mode).
+    public var clusterStatistics: ClusterStatistics { statistics.value.withLock { $0 } }
+
     /// `true` once ``close()`` has been called.
     public var isClosed: Bool { closed.load(ordering: .acquiring) }
 
@@ -142,6 +162,24 @@ public final class RedisConnection: Sendable {
         }
     }
 }
+
+/// What ``RedisConnection`` needs from the object owning its sockets: ``RedisDriver`` for one server,
+/// ``ClusterDriver`` for a cluster. Every method runs on the connection's thread.
+protocol CommandDriver: Sendable {
+    func ensureConnected(for command: String) throws(RedisError)
+    func execute(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply]
+    func loadScripts(_ scripts: [RedisScript]) throws(RedisError) -> [String: RedisReply]
+    func executeOnEveryMaster(_ command: RedisCommand) throws(RedisError) -> [(endpoint: String, reply: RedisReply)]
+    func disconnect()
+}
+
+extension RedisDriver: CommandDriver {
+    func executeOnEveryMaster(_ command: RedisCommand) throws(RedisError) -> [(endpoint: String, reply: RedisReply)] {
+        [(configuration.endpoint, try execute([command])[0])]
+    }
+}
+
+extension ClusterDriver: CommandDriver {}
 
 /// A value handed to exactly one job and then released.
 private final class TakeOnce<Value: Sendable>: @unchecked Sendable {

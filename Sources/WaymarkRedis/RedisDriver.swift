@@ -96,7 +96,15 @@ final class RedisDriver: @unchecked Sendable {
 
     /// Writes the selected commands as one buffer and reads one reply per command.
     /// On a transport failure the context is dropped and a typed error thrown.
-    private func roundTrip(_ commands: [RedisCommand], indices: some Collection<Int>) throws(RedisError) -> [RedisReply] {
+    func roundTrip(_ commands: [RedisCommand], indices: some Collection<Int>) throws(RedisError) -> [RedisReply] {
+        try write(commands, indices: indices)
+        return try read(commands, indices: indices)
+    }
+
+    /// Encodes the selected commands into one buffer and writes all of it to the socket, without
+    /// reading: a cluster connection writes to every node before it reads any reply, so the nodes
+    /// work on their parts of a pipeline at the same time.
+    func write(_ commands: [RedisCommand], indices: some Collection<Int>) throws(RedisError) {
         guard let context else {
             throw RedisError(.connectionLost, "not connected", endpoint: configuration.endpoint, command: commands.first?.name)
         }
@@ -106,6 +114,19 @@ final class RedisDriver: @unchecked Sendable {
         }
         if appended != REDIS_OK {
             throw failure(context, errno: errno, command: commands[indices.first!].name, done: 0, of: indices.count)
+        }
+        var done: Int32 = 0
+        while done == 0 {
+            if redisBufferWrite(context, &done) != REDIS_OK {
+                throw failure(context, errno: errno, command: commands[indices.first!].name, done: 0, of: indices.count)
+            }
+        }
+    }
+
+    /// Reads one reply for each selected command (written before with ``write(_:indices:)``).
+    func read(_ commands: [RedisCommand], indices: some Collection<Int>) throws(RedisError) -> [RedisReply] {
+        guard let context else {
+            throw RedisError(.connectionLost, "not connected", endpoint: configuration.endpoint, command: commands.first?.name)
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(indices.count)

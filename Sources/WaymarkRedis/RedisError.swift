@@ -23,6 +23,10 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidArgument
         /// The connection was closed with ``RedisConnection/close()``.
         case closed
+        /// Redis Cluster could not serve the call for now: `CLUSTERDOWN` or `TRYAGAIN` persisted through
+        /// the connection's short retries, or a command was redirected too often (a failover or a
+        /// slot migration in progress). Other commands of the pipeline may have been applied. Retry later.
+        case clusterUnavailable
     }
 
     /// What went wrong.

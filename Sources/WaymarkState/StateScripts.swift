@@ -1,6 +1,13 @@
 import WaymarkRedis
 
 /// The Lua scripts behind ``RedisStateStore``. Each touches keys of one shard only (Cluster-safe).
+///
+/// **Slot migrations.** While a Redis Cluster migrates a slot, a command inside a script that reaches
+/// a key missing on the node fails ("non local key") *after* the script's earlier writes were
+/// applied. Redis lets a script start only if every declared key exists on the node (otherwise the
+/// caller gets `TRYAGAIN`/`ASK` and nothing ran), so a key can only go missing mid-script if the
+/// script deleted it itself. Hence the rule these scripts follow: **no script touches a key after a
+/// command that may have deleted it** (emptied a hash or sorted set): deletions come last.
 enum StateScripts {
     /// Compare-and-set of the states of several customers of one shard, each with its outbox entry,
     /// due-index entry and recent decisions: all or nothing per customer, customer by customer.
@@ -24,6 +31,8 @@ enum StateScripts {
         local last = tonumber(ARGV[3]) - 1
         local out = {}
         local a = 4
+        -- ZREMs from the due index wait until the end: one could empty (delete) it (see the type's note).
+        local undue = {}
         for k = 3, #KEYS, 3 do
             local customer = ARGV[a]
             local current = redis.call('HGET', KEYS[k], 'v') or '0'
@@ -36,8 +45,9 @@ enum StateScripts {
                 if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
                 if ARGV[a + 4] ~= '' then
                     redis.call('ZADD', KEYS[1], ARGV[a + 4], customer)
+                    undue[customer] = nil
                 else
-                    redis.call('ZREM', KEYS[1], customer)
+                    undue[customer] = true
                 end
                 if ARGV[a + 5] ~= '' then
                     redis.call('HSET', KEYS[k + 1], 'v' .. version, ARGV[a + 5])
@@ -53,20 +63,32 @@ enum StateScripts {
             end
             a = a + 7
         end
+        local gone = {}
+        for customer in pairs(undue) do gone[#gone + 1] = customer end
+        if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
         return out
         """)
 
     /// Removes acknowledged outbox entries of several customers of one shard; drops each customer
     /// from the pending index once its outbox is empty.
     /// KEYS: pending-outbox index, then per customer: outbox. ARGV: per customer: customer id, n, n entry ids.
+    /// Each outbox is read (`HLEN`) before its one `HDEL`, which may delete it, and not touched after.
     static let ack = RedisScript(name: "waymark.ack", source: """
         local a = 1
+        local left = {}
+        local done = {}
         for k = 2, #KEYS do
             local n = tonumber(ARGV[a + 1])
-            for i = 1, n do redis.call('HDEL', KEYS[k], ARGV[a + 1 + i]) end
-            if redis.call('HLEN', KEYS[k]) == 0 then redis.call('ZREM', KEYS[1], ARGV[a]) end
+            if left[KEYS[k]] == nil then left[KEYS[k]] = redis.call('HLEN', KEYS[k]) end
+            if n > 0 and left[KEYS[k]] > 0 then
+                local ids = {}
+                for i = 1, n do ids[i] = ARGV[a + 1 + i] end
+                left[KEYS[k]] = left[KEYS[k]] - redis.call('HDEL', KEYS[k], unpack(ids))
+            end
+            if left[KEYS[k]] == 0 then done[#done + 1] = ARGV[a] end
             a = a + 2 + n
         end
+        if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
         return 1
         """)
 
@@ -98,10 +120,15 @@ enum StateScripts {
     /// delayed index, delayed messages. ARGV: customer id, origin ('' for none), erase state ('1'/'0'),
     /// erase sender claims ('1'/'0'), origin TTL seconds. Returns the number of keys and entries removed.
     static let erase = RedisScript(name: "waymark.erase", source: """
-        local removed = redis.call('DEL', KEYS[1])
+        local removed
         if ARGV[2] ~= '' then
+            -- Keep the key (a DEL then HSET would touch a deleted key): set the origin, drop the rest.
+            removed = redis.call('EXISTS', KEYS[1])
             redis.call('HSET', KEYS[1], 'o', ARGV[2])
+            redis.call('HDEL', KEYS[1], 'p')
             redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+        else
+            removed = redis.call('DEL', KEYS[1])
         end
         if ARGV[3] == '1' then
             removed = removed + redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -110,12 +137,14 @@ enum StateScripts {
         if ARGV[4] == '1' then
             removed = removed + redis.call('DEL', KEYS[5])
             local parked = redis.call('HGETALL', KEYS[9])
+            local ids = {}
             for i = 1, #parked, 2 do
                 local body = string.match(parked[i + 1], '^[^\\n]*\\n[^\\n]*\\n(.*)$') or ''
                 local ok, message = pcall(cjson.decode, body)
-                if ok and type(message) == 'table' and message.customer_id == ARGV[1] then
-                    removed = removed + redis.call('HDEL', KEYS[9], parked[i]) + redis.call('ZREM', KEYS[8], parked[i])
-                end
+                if ok and type(message) == 'table' and message.customer_id == ARGV[1] then ids[#ids + 1] = parked[i] end
+            end
+            if #ids > 0 then
+                removed = removed + redis.call('HDEL', KEYS[9], unpack(ids)) + redis.call('ZREM', KEYS[8], unpack(ids))
             end
         end
         return removed

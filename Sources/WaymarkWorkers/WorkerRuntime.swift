@@ -49,6 +49,7 @@ public struct WorkerRuntime: Sendable {
     /// The Redis connection configuration for `settings`.
     public static func redisConfiguration(_ settings: WaymarkSettings) -> RedisConfiguration {
         RedisConfiguration(
+            mode: settings.redis.mode == "cluster" ? .cluster : .standalone, seeds: settings.redis.seeds,
             host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
             password: settings.redis.password, database: settings.redis.database,
             connectTimeout: .milliseconds(settings.redis.connectTimeoutMilliseconds),

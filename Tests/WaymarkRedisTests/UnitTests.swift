@@ -87,3 +87,62 @@ struct ConfigurationTests {
         try RedisConfiguration().validate()
     }
 }
+
+@Suite("Cluster slots and routing")
+struct ClusterSlotTests {
+    @Test("CRC-16/XMODEM check value and the slots the Redis documentation gives")
+    func knownSlots() {
+        #expect(ClusterSlot.crc16(Array("123456789".utf8)[...]) == 0x31C3)
+        #expect(ClusterSlot.of("foo") == 12_182)
+        #expect(ClusterSlot.of("somekey") == 11_058)
+        #expect(ClusterSlot.of("foo{hash_tag}") == 2_515)
+    }
+
+    @Test("hash tags: the first {…} with content decides; empty or unclosed braces hash the whole key")
+    func hashTags() {
+        #expect(ClusterSlot.of("{user1000}.following") == ClusterSlot.of("{user1000}.followers"))
+        #expect(ClusterSlot.of("{user1000}.following") == ClusterSlot.of("user1000"))
+        #expect(ClusterSlot.of("foo{}{bar}") == ClusterSlot.of(Array("foo{}{bar}".utf8)))
+        #expect(ClusterSlot.of("foo{}{bar}") != ClusterSlot.of("bar"))
+        #expect(ClusterSlot.of("foo{{bar}}zap") == ClusterSlot.of("{bar"))
+        #expect(ClusterSlot.of("foo{bar}{zap}") == ClusterSlot.of("bar"))
+        #expect(ClusterSlot.of("wm:{s0042}:st:c1") == ClusterSlot.of("wm:{s0042}:due"))
+        #expect(ClusterSlot.of("unclosed{tag") == Int(ClusterSlot.crc16(Array("unclosed{tag".utf8)[...]) & 0x3FFF))
+    }
+
+    @Test("the routing key is the first key: argument 1, or the first script key; none for keyless commands")
+    func routingKeys() {
+        let script = RedisScript(name: "t", source: "return 1")
+        func key(_ command: RedisCommand) -> String? { command.routingKey.map { String(decoding: $0, as: UTF8.self) } }
+        #expect(key(RedisCommand("GET", "k1")) == "k1")
+        #expect(key(RedisCommand("HSET", "wm:{s0001}:st:é", "v", "1")) == "wm:{s0001}:st:é")
+        #expect(key(.evalsha(script, keys: ["a", "b"], arguments: ["x"])) == "a")
+        #expect(key(.evalsha(script, keys: [], arguments: ["x"])) == nil)
+        #expect(key(RedisCommand("PING")) == nil)
+        #expect(key(RedisCommand("script", "LOAD", "return 1")) == nil)
+        #expect(key(RedisCommand("DBSIZE")) == nil)
+        let long = String(repeating: "x", count: 300)
+        #expect(key(RedisCommand("SET", long, "v")) == long)
+        #expect(RedisCommand("GET", "foo").slot == 12_182)
+    }
+
+    @Test("MOVED, ASK, TRYAGAIN and CLUSTERDOWN replies are recognised; other errors are not")
+    func redirections() {
+        #expect(ClusterDriver.redirection("MOVED 3999 127.0.0.1:6381", replyingHost: "h") == .moved(slot: 3_999, endpoint: "127.0.0.1:6381"))
+        #expect(ClusterDriver.redirection("ASK 3999 10.0.0.2:7000", replyingHost: "h") == .ask(endpoint: "10.0.0.2:7000"))
+        #expect(ClusterDriver.redirection("MOVED 12 :7001", replyingHost: "10.1.1.1") == .moved(slot: 12, endpoint: "10.1.1.1:7001"))
+        #expect(ClusterDriver.redirection("TRYAGAIN Multiple keys request during rehashing of slot", replyingHost: "h") == .retry)
+        #expect(ClusterDriver.redirection("CLUSTERDOWN The cluster is down", replyingHost: "h") == .retry)
+        #expect(ClusterDriver.redirection("ERR unknown command", replyingHost: "h") == nil)
+        #expect(ClusterDriver.redirection("MOVED notaslot x:1", replyingHost: "h") == nil)
+        #expect(ClusterDriver.redirection("MOVED 16384 x:1", replyingHost: "h") == nil)
+    }
+
+    @Test("configuration: cluster mode needs database 0 and host:port seeds")
+    func configuration() {
+        #expect(throws: RedisError.self) { try RedisConfiguration(mode: .cluster, database: 1).validate() }
+        #expect(throws: RedisError.self) { try RedisConfiguration(mode: .cluster, seeds: ["nohost"]).validate() }
+        #expect(throws: Never.self) { try RedisConfiguration(mode: .cluster, seeds: ["10.0.0.1:7000"]).validate() }
+        #expect(RedisConfiguration(mode: .cluster, seeds: ["127.0.0.1:6379", "b:1"]).seedEndpoints == ["127.0.0.1:6379", "b:1"])
+    }
+}

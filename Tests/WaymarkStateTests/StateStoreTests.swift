@@ -173,3 +173,49 @@ struct StateStoreTests {
         }
     }
 }
+
+@Suite("Redis state store against a real Redis Cluster")
+struct ClusterStateStoreTests {
+    @Test("a commit on a slot that is migrating applies every customer fully: no script touches a key it emptied")
+    func commitDuringMigration() async throws {
+        try await LocalStack.with(kafka: false, cluster: .init(masters: 3)) { stack in
+            let cluster = try #require(stack.cluster)
+            let connection = try await RedisConnection.connect(RedisConfiguration(mode: .cluster, seeds: cluster.seeds,
+                                                                                  host: "127.0.0.1", port: cluster.nodes[0].port))
+            let store = RedisStateStore(connection: connection, keys: KeySpace(shards: 16))
+            let keys = store.keys
+            // Two customers of one shard.
+            let a = "a-1"
+            let b = try #require((1...500).map { "b-\($0)" }.first { keys.shard(of: $0) == keys.shard(of: a) })
+            func record(_ id: String) -> OutboxRecord { OutboxRecord(id: id, topic: "outbound.sms", key: [], value: Array("{}".utf8)) }
+            let first = try await store.commit([
+                StateWrite(customer: a, expectedVersion: 0, state: Array("1".utf8), nextWakeup: 5_000, outbox: [record("m-a1")], decisions: [[1]]),
+                StateWrite(customer: b, expectedVersion: 0, state: Array("1".utf8), nextWakeup: nil, outbox: [record("m-b1")], decisions: [[1]]),
+            ], now: 1_000)
+            #expect(first == [.committed(version: 1), .committed(version: 1)])
+
+            // Open a migration of the shard's slot (no key moved yet): every key still exists on the
+            // source, so Redis lets the script start.
+            let slot = ClusterSlot.of(keys.tag(keys.shard(of: a)))
+            let source = try await cluster.owner(of: slot)
+            let target = try #require(cluster.nodes.prefix(3).first { $0.port != source.port })
+            let onSource = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: source.port))
+            let onTarget = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: target.port))
+            #expect(try await onTarget.send("CLUSTER", "SETSLOT", slot, "IMPORTING", try await cluster.nodeID(source)) == .status("OK"))
+            #expect(try await onSource.send("CLUSTER", "SETSLOT", slot, "MIGRATING", try await cluster.nodeID(target)) == .status("OK"))
+
+            // a leaves the due index (emptying it), then b enters it, in one script call.
+            let second = try await store.commit([
+                StateWrite(customer: a, expectedVersion: 1, state: Array("2".utf8), nextWakeup: nil),
+                StateWrite(customer: b, expectedVersion: 1, state: Array("2".utf8), nextWakeup: 7_000, outbox: [record("m-b2")], decisions: [[2]]),
+            ], now: 2_000)
+            #expect(second == [.committed(version: 2), .committed(version: 2)])
+            #expect(try await connection.send("ZRANGE", keys.due(shard: keys.shard(of: a)), 0, -1).array?.compactMap(\.string) == [b])
+            #expect(try await connection.send("HKEYS", keys.outbox(b)).array?.compactMap(\.string).sorted() == ["v1", "v2"])
+            #expect(try await store.recentDecisions(b).count == 2)
+            await onSource.close()
+            await onTarget.close()
+            await connection.close()
+        }
+    }
+}

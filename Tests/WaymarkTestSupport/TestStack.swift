@@ -46,18 +46,36 @@ public struct TestStack: Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
+    /// Which Redis a suite runs against.
+    public enum RedisTopology: String, Sendable, CaseIterable {
+        /// One `redis-server`.
+        case standalone
+        /// A local Redis Cluster of three masters (`redis.mode: cluster`).
+        case cluster
+    }
+
     /// Starts a stack, runs `body`, stops the stack (also when `body` throws).
-    public static func with(_ preset: Preset = .workers, extraYAML: String = "", _ body: (TestStack) async throws -> Void) async throws {
-        try await LocalStack.with { local in
+    public static func with(_ preset: Preset = .workers, extraYAML: String = "", redis topology: RedisTopology = .standalone,
+                            _ body: (TestStack) async throws -> Void) async throws {
+        let shape = topology == .cluster ? LocalRedisCluster.Shape(masters: 3) : nil
+        try await LocalStack.with(cluster: shape) { local in
             var settings = try WaymarkSettings.parse(preset.yaml + extraYAML, file: "test.yaml")
             settings.kafka.bootstrapServers = local.kafka!.bootstrapServers
-            settings.redis.port = local.redis!.port
+            let redis: RedisConfiguration
+            if let cluster = local.cluster {
+                settings.redis.mode = "cluster"
+                settings.redis.port = cluster.nodes[0].port
+                settings.redis.seeds = cluster.seeds
+                redis = RedisConfiguration(mode: .cluster, seeds: cluster.seeds, host: "127.0.0.1", port: cluster.nodes[0].port)
+            } else {
+                settings.redis.port = local.redis!.port
+                redis = RedisConfiguration(host: "127.0.0.1", port: local.redis!.port)
+            }
             let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
                                                   properties: KafkaClientConfiguration.localTuning)
             let admin = try KafkaAdmin(client: client)
             _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
-            try await body(TestStack(local: local, settings: settings, client: client, admin: admin,
-                                     redis: RedisConfiguration(host: "127.0.0.1", port: local.redis!.port),
+            try await body(TestStack(local: local, settings: settings, client: client, admin: admin, redis: redis,
                                      engine: try JourneyLoader.loadEngine(configDirectory: repoRoot + "/config")))
         }
     }

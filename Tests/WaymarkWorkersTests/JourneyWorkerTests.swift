@@ -11,9 +11,10 @@ struct JourneyWorkerTests {
     // 2026-11-26 12:00 in Oslo (11:00Z): daytime, no quiet hours.
     static let t0 = Timestamp(milliseconds: 1_796_122_800_000 - 86_400_000 * 5)
 
-    @Test("a scripted abandoned cart yields exactly the engine's messages and decisions, released on time")
-    func scriptedStream() async throws {
-        try await TestStack.with { h in
+    @Test("a scripted abandoned cart yields exactly the engine's messages and decisions, released on time",
+          arguments: TestStack.RedisTopology.allCases)
+    func scriptedStream(redis topology: TestStack.RedisTopology) async throws {
+        try await TestStack.with(redis: topology) { h in
             let clock = TestClock(Self.t0)
             let env = h.environment(clock: clock)
             let worker = JourneyWorker(environment: env, client: h.client, redis: h.redis)

@@ -134,10 +134,11 @@ struct RulesOnRealStreamsTests {
         }
     }
 
-    @Test("a new consumer group catching up on five days of backlog sends nothing stale, nothing in quiet hours, nothing over a cap")
-    func backlogCatchUp() async throws {
+    @Test("a new consumer group catching up on five days of backlog sends nothing stale, nothing in quiet hours, nothing over a cap (on a cluster: while every shard's slot is resharded)",
+          arguments: TestStack.RedisTopology.allCases)
+    func backlogCatchUp(redis topology: TestStack.RedisTopology) async throws {
         // Small batches: a cart abandoned in one batch and bought in a later one is the case to get right.
-        try await TestStack.with(extraYAML: "  max_batch: 200\n") { h in
+        try await TestStack.with(extraYAML: "  max_batch: 200\n", redis: topology) { h in
             // Five generated retail days (one history), all produced before any worker runs.
             let customers = 150
             let firstDay: Int64 = 1_795_651_200_000 - 5 * 86_400_000  // 2026-11-21T00:00Z
@@ -155,7 +156,31 @@ struct RulesOnRealStreamsTests {
             let now = Timestamp(milliseconds: firstDay + 5 * 86_400_000 + 9 * 3_600_000)  // the morning after, 09:00Z
             let clock = TestClock(now)
             try await h.withWorkers(clock: clock) { worker, scheduler in
-                #expect(try await h.eventually(timeout: .seconds(60)) { worker.stats.touchpoints == events.count })
+                // On a cluster, move every shard's slot (with its keys) to the next master while the
+                // backlog drains: the workers meet ASK during each migration and MOVED after it.
+                let resharding = Task { () throws -> (slots: Int, keys: Int, readBefore: Int, readAfter: Int) in
+                    guard let cluster = h.local.cluster else { return (0, 0, 0, 0) }
+                    while worker.stats.touchpoints == 0 { try await Task.sleep(for: .milliseconds(2)) }
+                    let before = worker.stats.touchpoints
+                    let masters = Array(cluster.nodes.prefix(cluster.masterCount))
+                    var slots = 0, keys = 0
+                    for shard in 0..<h.settings.redis.shards {
+                        let slot = ClusterSlot.of(h.keys.tag(shard))
+                        let owner = try await cluster.owner(of: slot)
+                        let next = masters[(masters.firstIndex { $0.port == owner.port }! + 1) % masters.count]
+                        keys += try await cluster.moveSlot(slot, to: next)
+                        slots += 1
+                    }
+                    return (slots, keys, before, worker.stats.touchpoints)
+                }
+                #expect(try await h.eventually(timeout: .seconds(90)) { worker.stats.touchpoints == events.count })
+                let moved = try await resharding.value
+                if topology == .cluster {
+                    print("resharding under load: \(moved.slots) slots, \(moved.keys) keys moved while the worker read touchpoints \(moved.readBefore)...\(moved.readAfter) of \(events.count)")
+                    #expect(moved.slots == h.settings.redis.shards)
+                    #expect(moved.keys > 0)
+                    #expect(moved.readBefore < events.count)
+                }
                 try await settle(h, scheduler)
                 // Let held messages come due: a simulated day in 30-minute steps.
                 for step in 1...48 {
