@@ -25,6 +25,10 @@ public struct CrashTestConfiguration: Sendable {
     public var senderKills = 5
     /// SIGSTOP Redis for this long mid-stream (then SIGCONT); `nil` to skip.
     public var pauseRedis: Duration? = .seconds(5)
+    /// Run Redis as a local Redis Cluster (3 masters, one replica each, every write confirmed by a
+    /// replica) instead of one server; the Redis fault is then `kill -9` of a master (a failover,
+    /// the killed node restarted as a replica) instead of a pause.
+    public var redisCluster = false
     /// SIGSTOP the broker for this long mid-stream; `nil` to skip.
     public var pauseBroker: Duration? = .seconds(5)
     /// Touchpoints produced per second.
@@ -84,13 +88,16 @@ public enum CrashTest {
     public static func run(_ config: CrashTestConfiguration, log: @escaping @Sendable (String) -> Void = { print($0) }) async throws -> CrashReport {
         let started = ContinuousClock.now
         var report = CrashReport()
-        let stack = try await LocalStack.start()
+        let stack = try await LocalStack.start(cluster: config.redisCluster ? .init(masters: 3, replicasPerMaster: 1) : nil)
         defer { stack.stop() }
-        let kafka = stack.kafka!, redisServer = stack.redis!
+        let kafka = stack.kafka!
+        let redisConfiguration = stack.cluster.map {
+            RedisConfiguration(mode: .cluster, seeds: $0.seeds, host: "127.0.0.1", port: $0.nodes[0].port)
+        } ?? RedisConfiguration(host: "127.0.0.1", port: stack.redis!.port)
         let shards = 64
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
         try LocalSettings.write(
-            to: configFile, bootstrap: kafka.bootstrapServers, redisPort: redisServer.port, shards: shards,
+            to: configFile, bootstrap: kafka.bootstrapServers, redisPort: redisConfiguration.port, shards: shards,
             topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "deliveries: { partitions: 3 }",
                      "outbound: { partitions: 3 }", "decisions: { partitions: 3 }"],
             sections: """
@@ -104,7 +111,7 @@ public enum CrashTest {
                   outbox_grace_ms: 2000
                   metrics_port: 0
 
-                """)
+                """, clusterSeeds: stack.cluster?.seeds ?? [], waitReplicas: stack.cluster == nil ? 0 : 1)
         let settings = try WaymarkSettings.load(path: configFile.path)
         let client = KafkaClientConfiguration(bootstrapServers: kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
         let admin = try KafkaAdmin(client: client)
@@ -166,7 +173,7 @@ public enum CrashTest {
         moments += (0..<config.senderKills).map { i in
             (window * (Double(i) + Double(rng.next() % 1000) / 1000) / Double(max(config.senderKills, 1)), "kill-sender")
         }
-        if config.pauseRedis != nil { moments.append((window * 0.35, "redis")) }
+        if config.pauseRedis != nil || config.redisCluster { moments.append((window * 0.35, "redis")) }
         if config.pauseBroker != nil { moments.append((window * 0.65, "broker")) }
         moments.sort { $0.0 < $1.0 }
         let chaosStart = ContinuousClock.now
@@ -189,12 +196,28 @@ public enum CrashTest {
                 try await Task.sleep(for: .milliseconds(300 + Int64(rng.next() % 700)))
                 senders[index] = try spawnSender(index, report.senderKills)
             case "redis":
-                let pause = config.pauseRedis!
-                log("  SIGSTOP redis for \(pause)")
-                redisServer.process.send(signal: SIGSTOP)
-                try await Task.sleep(for: pause)
-                redisServer.process.send(signal: SIGCONT)
-                report.pauses.append("redis \(pause)")
+                if let cluster = stack.cluster {
+                    // kill -9 a master; its replica takes over; the node comes back as a replica.
+                    let victim = try await cluster.owner(of: 0)
+                    log("  kill -9 redis master 127.0.0.1:\(victim.port)")
+                    let killed = ContinuousClock.now
+                    victim.process.kill9()
+                    try await cluster.waitUntilHealthy()
+                    let failover = ContinuousClock.now - killed
+                    try victim.process.start()
+                    try await cluster.waitUntilHealthy()
+                    let resynced = ContinuousClock.now - killed
+                    log("  cluster ok again after \(failover); old master back as a replica after \(resynced)")
+                    func seconds(_ d: Duration) -> String { String(format: "%.1f s", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) }
+                    report.pauses.append("redis master kill -9: cluster ok again after \(seconds(failover)), old master back as a replica after \(seconds(resynced))")
+                } else {
+                    let pause = config.pauseRedis!
+                    log("  SIGSTOP redis for \(pause)")
+                    stack.redis!.process.send(signal: SIGSTOP)
+                    try await Task.sleep(for: pause)
+                    stack.redis!.process.send(signal: SIGCONT)
+                    report.pauses.append("redis \(pause)")
+                }
             default:
                 let pause = config.pauseBroker!
                 log("  SIGSTOP broker for \(pause)")
@@ -208,7 +231,7 @@ public enum CrashTest {
         log("  produced everything; waiting for workers to drain")
 
         // Drained: no lag on inputs, no unpublished outbox entries.
-        let redis = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        let redis = try await RedisConnection.connect(redisConfiguration)
         let keys = KeySpace(prefix: settings.redis.keyPrefix, shards: shards)
         let deadline = ContinuousClock.now + .seconds(180)
         while true {
@@ -319,7 +342,7 @@ public enum CrashTest {
         }
         for (key, count) in handed where count > 1 { report.violations.append("message \(key) handed to the provider \(count) times") }
         report.violations += audit.quietHourViolations(handedMessages, profiles: profileMap).map { "provider call: " + $0 }
-        let redis2 = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        let redis2 = try await RedisConnection.connect(redisConfiguration)
         let senderStore = SenderStore(connection: redis2, keys: keys)
         let parkedIDs = Set(try await senderStore.dueDelayed(now: .max, limitPerShard: 100_000).map(\.messageID))
         await redis2.close()

@@ -55,6 +55,10 @@ public struct RedisSettings: Sendable {
     public var mode: String = "standalone"
     /// Further cluster nodes (`host:port`) for reading the slot map (cluster mode).
     public var seeds: [String] = []
+    /// Replicas that must confirm every write (`WAIT`) before it counts as stored; 0 = do not wait.
+    public var waitReplicas: Int = 0
+    /// How long to wait for them.
+    public var waitReplicasTimeoutMilliseconds: Int = 500
     public var host: String
     public var port: Int
     public var username: String?
@@ -232,7 +236,7 @@ public struct WaymarkSettings: Sendable {
 
         let redisNode = try reader.mapping(root["redis"] ?? Node.mapping(.init([])), "redis", allowed: [
             "host", "port", "username", "password_env", "password_file", "database", "connect_timeout_ms", "command_timeout_ms",
-            "key_prefix", "shards", "mode", "seeds",
+            "key_prefix", "shards", "mode", "seeds", "wait_replicas", "wait_replicas_timeout_ms",
         ])
         var redis = RedisSettings(
             host: try reader.string(redisNode, "host", "redis", default: "127.0.0.1"),
@@ -253,6 +257,8 @@ public struct WaymarkSettings: Sendable {
             throw reader.fail(redisNode["mode"], "redis.mode", "expected standalone or cluster, got '\(redis.mode)'")
         }
         redis.seeds = try reader.stringList(redisNode, "seeds", "redis", default: [])
+        redis.waitReplicas = try reader.int(redisNode, "wait_replicas", "redis", default: 0, range: 0...16)
+        redis.waitReplicasTimeoutMilliseconds = try reader.int(redisNode, "wait_replicas_timeout_ms", "redis", default: 500, range: 1...60_000)
         if let mode = environment["WAYMARK_REDIS_MODE"], !mode.isEmpty {
             guard mode == "standalone" || mode == "cluster" else {
                 throw ConfigError(file: "environment", line: 0, path: "WAYMARK_REDIS_MODE", problem: "'\(mode)' is not standalone or cluster")

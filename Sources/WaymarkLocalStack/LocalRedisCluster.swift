@@ -78,11 +78,16 @@ public final class LocalRedisCluster: Sendable {
         }
     }
 
-    /// Waits until every running node reports `cluster_state:ok`.
+    /// Waits until every running node reports `cluster_state:ok` and every replica's link to its
+    /// master is up (its initial sync done: until then it cannot acknowledge writes).
     public func waitUntilHealthy(timeout: Duration = .seconds(30)) async throws {
         for node in nodes where node.process.isRunning {
             try await Self.waitFor("redis cluster state", node, request: "CLUSTER INFO\r\n", timeout: timeout) { reply in
                 String(decoding: reply, as: UTF8.self).contains("cluster_state:ok")
+            }
+            try await Self.waitFor("redis replication", node, request: "INFO replication\r\n", timeout: timeout) { reply in
+                let text = String(decoding: reply, as: UTF8.self)
+                return text.contains("role:master") || text.contains("master_link_status:up")
             }
         }
     }

@@ -123,7 +123,7 @@ final class ClusterDriver: @unchecked Sendable {
             // Phase 1: write every node's share; phase 2: read every reply. A node that fails is
             // remembered and thrown once every other node's replies have been read.
             var failure: RedisError?
-            var written: [(node: String, items: [Item], sent: [RedisCommand])] = []
+            var written: [(node: String, items: [Item], sent: [RedisCommand], acknowledged: Bool)] = []
             for (endpoint, items) in groups {
                 var sent: [RedisCommand] = []
                 sent.reserveCapacity(items.count)
@@ -132,20 +132,25 @@ final class ClusterDriver: @unchecked Sendable {
                     sent.append(commands[item.index])
                 }
                 let driver = node(endpoint)
+                let wait = driver.acknowledgement(for: sent, indices: sent.indices)
+                if let wait { sent.append(wait) }
                 do {
                     try driver.ensureConnected(for: sent[0].name)
                     try driver.write(sent, indices: sent.indices)
-                    written.append((endpoint, items, sent))
+                    written.append((endpoint, items, sent, wait != nil))
                 } catch {
                     failure = failure ?? error
                 }
             }
             var next: [Item] = []
             var wait = false
-            for (endpoint, items, sent) in written {
+            for (endpoint, items, sent, acknowledged) in written {
                 let driver = node(endpoint)
                 let raw: [RedisReply]
                 do { raw = try driver.read(sent, indices: sent.indices) } catch { failure = failure ?? error; continue }
+                if acknowledged {
+                    do { try driver.checkAcknowledged(raw[raw.count - 1], command: sent[0].name) } catch { failure = failure ?? error }
+                }
                 var position = 0
                 var missingScripts: [RedisScript] = []
                 var reloaded: [Item] = []

@@ -55,6 +55,18 @@ extension RedisCommand {
         }
     }
 
+    /// Commands that change nothing, so need no replica acknowledgement.
+    static let readOnly: Set<String> = [
+        "GET", "MGET", "STRLEN", "EXISTS", "TTL", "PTTL", "TYPE", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN",
+        "HEXISTS", "HSTRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZSCORE", "ZMSCORE", "ZCARD",
+        "ZCOUNT", "ZRANK", "LRANGE", "LLEN", "LINDEX", "SMEMBERS", "SISMEMBER", "SCARD", "SCAN", "HSCAN", "ZSCAN",
+        "KEYS", "DBSIZE", "INFO", "PING", "ECHO", "TIME", "CLUSTER", "SCRIPT", "CONFIG", "CLIENT", "COMMAND", "WAIT",
+        "ROLE", "MEMORY", "ASKING", "AUTH", "SELECT", "READONLY", "READWRITE", "SLOWLOG", "LATENCY",
+    ]
+
+    /// `true` unless the command is known to change nothing (scripts count as writes).
+    var mayWrite: Bool { !Self.readOnly.contains(name.uppercased()) }
+
     /// The slot of ``routingKey``, or `nil` for a command without keys.
     var slot: Int? { routingKey.map { ClusterSlot.of($0) } }
 

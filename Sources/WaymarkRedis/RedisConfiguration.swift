@@ -42,6 +42,12 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var reconnectBackoff: Duration
     /// Upper bound of the pause between attempts.
     public var maxReconnectBackoff: Duration
+    /// Replicas that must acknowledge a pipeline's writes before the call returns (`WAIT`), so a
+    /// failover cannot lose what the caller was told is stored; 0 (the default) does not wait.
+    /// A call whose writes reach fewer replicas throws ``RedisError/Kind/notReplicated``.
+    public var replicaAcknowledgements: Int
+    /// How long `WAIT` waits for ``replicaAcknowledgements``.
+    public var replicaAcknowledgementTimeout: Duration
 
     /// Creates a configuration; every parameter has a default.
     /// - Parameters:
@@ -57,6 +63,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     ///   - reconnectAttempts: connection attempts per call while the connection is down (default 3).
     ///   - reconnectBackoff: first pause between attempts, doubling (default 50 ms).
     ///   - maxReconnectBackoff: longest pause between attempts (default 1 s).
+    ///   - replicaAcknowledgements: replicas that must acknowledge writes (`WAIT`; default 0: none).
+    ///   - replicaAcknowledgementTimeout: how long `WAIT` waits (default 500 ms).
     public init(
         mode: Mode = .standalone,
         seeds: [String] = [],
@@ -69,8 +77,12 @@ public struct RedisConfiguration: Sendable, Equatable {
         commandTimeout: Duration? = .seconds(5),
         reconnectAttempts: Int = 3,
         reconnectBackoff: Duration = .milliseconds(50),
-        maxReconnectBackoff: Duration = .seconds(1)
+        maxReconnectBackoff: Duration = .seconds(1),
+        replicaAcknowledgements: Int = 0,
+        replicaAcknowledgementTimeout: Duration = .milliseconds(500)
     ) {
+        self.replicaAcknowledgements = replicaAcknowledgements
+        self.replicaAcknowledgementTimeout = replicaAcknowledgementTimeout
         self.mode = mode
         self.seeds = seeds
         self.host = host
@@ -102,6 +114,8 @@ public struct RedisConfiguration: Sendable, Equatable {
         if reconnectAttempts < 1 { throw invalid("reconnectAttempts must be at least 1, got \(reconnectAttempts)") }
         if reconnectBackoff < .zero || maxReconnectBackoff < .zero { throw invalid("backoff must not be negative") }
         if username != nil && password == nil { throw invalid("username given without password") }
+        if replicaAcknowledgements < 0 { throw invalid("replicaAcknowledgements must be >= 0, got \(replicaAcknowledgements)") }
+        if replicaAcknowledgementTimeout <= .zero { throw invalid("replicaAcknowledgementTimeout must be positive") }
         if mode == .cluster && database != 0 { throw invalid("Redis Cluster has only database 0, got \(database)") }
         for seed in seeds where Self.parseEndpoint(seed) == nil {
             throw invalid("seed '\(seed)' is not host:port with a port in 1...65535")

@@ -49,7 +49,7 @@ final class RedisDriver: @unchecked Sendable {
             throw RedisError(.invalidArgument, "empty command name", endpoint: configuration.endpoint)
         }
         try ensureConnected(for: commands[0].name)
-        var replies = try roundTrip(commands, indices: commands.indices)
+        var replies = try acknowledgedRoundTrip(commands, indices: commands.indices)
 
         var missing: [Int] = []
         for index in replies.indices where commands[index].script != nil {
@@ -69,7 +69,7 @@ final class RedisDriver: @unchecked Sendable {
             if let failure = failures[commands[index].script!.sha1] { replies[index] = failure } else { resend.append(index) }
         }
         if !resend.isEmpty {
-            let again = try roundTrip(commands, indices: resend)
+            let again = try acknowledgedRoundTrip(commands, indices: resend)
             for (position, index) in resend.enumerated() { replies[index] = again[position] }
         }
         return replies
@@ -92,6 +92,37 @@ final class RedisDriver: @unchecked Sendable {
             }
         }
         return failures
+    }
+
+    /// ``roundTrip(_:indices:)`` followed, when the commands may write and replica acknowledgements
+    /// are configured, by `WAIT` in the same write; throws `notReplicated` if too few replicas confirmed.
+    private func acknowledgedRoundTrip(_ commands: [RedisCommand], indices: some Collection<Int>) throws(RedisError) -> [RedisReply] {
+        guard let wait = acknowledgement(for: commands, indices: indices) else { return try roundTrip(commands, indices: indices) }
+        var list = indices.map { commands[$0] }
+        list.append(wait)
+        var replies = try roundTrip(list, indices: list.indices)
+        try checkAcknowledged(replies.removeLast(), command: list[0].name)
+        return replies
+    }
+
+    /// `WAIT replicas timeout` if any selected command may write and acknowledgements are configured.
+    func acknowledgement(for commands: [RedisCommand], indices: some Collection<Int>) -> RedisCommand? {
+        guard configuration.replicaAcknowledgements > 0, indices.contains(where: { commands[$0].mayWrite }) else { return nil }
+        let (seconds, attoseconds) = configuration.replicaAcknowledgementTimeout.components
+        return RedisCommand("WAIT", configuration.replicaAcknowledgements, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+    }
+
+    /// Throws `notReplicated` unless `reply` (to `WAIT`) counts enough replicas.
+    func checkAcknowledged(_ reply: RedisReply, command: String) throws(RedisError) {
+        let wanted = configuration.replicaAcknowledgements
+        guard let count = reply.integer, count >= Int64(wanted) else {
+            let got = reply.integer.map { "\($0)" } ?? reply.errorMessage ?? "no count"
+            logger.warning("writes not acknowledged by enough replicas", metadata: [
+                "redis.replicas.wanted": "\(wanted)", "redis.replicas.acknowledged": "\(got)", "redis.command": "\(command)",
+            ])
+            throw RedisError(.notReplicated, "writes applied on the master but acknowledged by \(got) of \(wanted) replicas within \(configuration.replicaAcknowledgementTimeout)",
+                             endpoint: configuration.endpoint, command: command)
+        }
     }
 
     /// Writes the selected commands as one buffer and reads one reply per command.

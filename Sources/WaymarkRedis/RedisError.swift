@@ -27,6 +27,10 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         /// the connection's short retries, or a command was redirected too often (a failover or a
         /// slot migration in progress). Other commands of the pipeline may have been applied. Retry later.
         case clusterUnavailable
+        /// The writes were applied on the master but fewer replicas than
+        /// ``RedisConfiguration/replicaAcknowledgements`` confirmed them in time: a failover now could
+        /// lose them. Retry (idempotent writes) once replicas catch up.
+        case notReplicated
     }
 
     /// What went wrong.

@@ -53,7 +53,9 @@ public struct WorkerRuntime: Sendable {
             host: settings.redis.host, port: settings.redis.port, username: settings.redis.username,
             password: settings.redis.password, database: settings.redis.database,
             connectTimeout: .milliseconds(settings.redis.connectTimeoutMilliseconds),
-            commandTimeout: .milliseconds(settings.redis.commandTimeoutMilliseconds))
+            commandTimeout: .milliseconds(settings.redis.commandTimeoutMilliseconds),
+            replicaAcknowledgements: settings.redis.waitReplicas,
+            replicaAcknowledgementTimeout: .milliseconds(settings.redis.waitReplicasTimeoutMilliseconds))
     }
 
     /// Runs `services` until they stop (signal, failure, or all done). `ready` says whether the

@@ -118,12 +118,12 @@ struct RedisClusterTests {
     @Test("kill -9 of a master with a replica: calls fail with typed errors until the replica takes over, then succeed with every acknowledged write")
     func failover() async throws {
         try await withCluster(replicas: 1) { cluster, config in
+            // Every write confirmed by a replica before the call returns (`WAIT` appended per node).
             let redis = try await RedisConnection.connect(RedisConfiguration(
-                mode: .cluster, seeds: cluster.seeds, host: "127.0.0.1", port: cluster.nodes[0].port, connectTimeout: .milliseconds(500)))
+                mode: .cluster, seeds: cluster.seeds, host: "127.0.0.1", port: cluster.nodes[0].port, connectTimeout: .milliseconds(500),
+                replicaAcknowledgements: 1, replicaAcknowledgementTimeout: .seconds(2)))
             let keys = (0..<600).map { "fo:\($0)" }
             _ = try await redis.pipeline(keys.map { RedisCommand("SET", $0, $0) })
-            // Acknowledged by a replica before the crash (WAIT on every master).
-            for (_, reply) in try await redis.sendToEveryMaster("WAIT", 1, 5_000) { #expect(reply == .integer(1)) }
 
             let victim = try await owner(of: ClusterSlot.of(keys[0]), in: cluster)
             victim.process.kill9()
@@ -146,6 +146,28 @@ struct RedisClusterTests {
             #expect(failures > 0)
             #expect(stall < .seconds(20))
             #expect(try await redis.sendToEveryMaster("PING").count == 3)
+            await redis.close()
+        }
+    }
+}
+
+@Suite("Replica acknowledgements (WAIT)")
+struct ReplicaAcknowledgementTests {
+    @Test("a server without replicas cannot confirm writes: typed notReplicated after the timeout; reads need no confirmation")
+    func noReplicas() async throws {
+        try await LocalStack.with(kafka: false) { stack in
+            let server = try #require(stack.redis)
+            let redis = try await RedisConnection.connect(RedisConfiguration(
+                host: server.host, port: server.port, replicaAcknowledgements: 1, replicaAcknowledgementTimeout: .milliseconds(100)))
+            do {
+                _ = try await redis.send("SET", "k", "v")
+                Issue.record("SET returned without a replica's confirmation")
+            } catch let error as RedisError {
+                #expect(error.kind == .notReplicated)
+            }
+            // The write itself was applied (WAIT cannot undo it): callers' writes must be idempotent.
+            #expect(try await redis.send("GET", "k") == .bulk(Array("v".utf8)))
+            #expect(try await redis.pipeline([RedisCommand("GET", "k"), RedisCommand("HGETALL", "h")]).count == 2)
             await redis.close()
         }
     }

@@ -30,4 +30,23 @@ struct CrashTests {
         #expect(report.eventsMissingFromState == 0)
         #expect(report.distinctMessages > 100, "too few messages for the audit to mean anything")
     }
+
+    @Test("on a Redis Cluster with replicas: kill -9 journey workers, senders and a Redis master: no loss, no doubles, rules hold")
+    func killOnCluster() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
+        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: TestStack.repoRoot + "/config")
+        config.events = 20_000
+        config.journeyKills = 3
+        config.senderKills = 3
+        config.redisCluster = true
+        config.pauseBroker = nil
+        config.produceRate = 2_000
+        let report = try await CrashTest.run(config)
+        print(report.render())
+        #expect(report.kills == 3)
+        #expect(report.pauses.contains { $0.hasPrefix("redis master kill -9") })
+        #expect(report.handedToProvider > 100, "too few provider calls for the audit to mean anything")
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10))")
+        #expect(report.eventsMissingFromState == 0)
+    }
 }
