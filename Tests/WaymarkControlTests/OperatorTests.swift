@@ -73,9 +73,10 @@ struct OperatorTests {
         }
     }
 
-    @Test("inspect customer, dead-letter counts and funnel after a scripted stream through a journey worker")
-    func scriptedStream() async throws {
-        try await TestStack.with(.operators) { s in
+    @Test("inspect customer, dead-letter counts and funnel after a scripted stream through a journey worker",
+          arguments: TestStack.RedisTopology.allCases)
+    func scriptedStream(redis topology: TestStack.RedisTopology) async throws {
+        try await TestStack.with(.operators, redis: topology) { s in
             let clock = ManualClock(Self.t0)
             var logger = Logger(label: "test.worker")
             logger.logLevel = .warning
@@ -215,9 +216,10 @@ struct OperatorTests {
         }
     }
 
-    @Test("dlq redrive copies matching records back exactly once, even when run twice; --reason filters")
-    func redriveExactlyOnce() async throws {
-        try await TestStack.with(.operators) { s in
+    @Test("dlq redrive copies matching records back exactly once, even when run twice; --reason filters",
+          arguments: TestStack.RedisTopology.allCases)
+    func redriveExactlyOnce(redis topology: TestStack.RedisTopology) async throws {
+        try await TestStack.with(.operators, redis: topology) { s in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             try await s.produce([
                 deadLetter(topic: "touchpoints.dlq", key: "c-1", value: #"{"n":1}"#, reason: "unknown_customer", sourceOffset: 10, at: now - 3_600_000),

@@ -346,7 +346,8 @@ struct RulesOnRealStreamsTests {
     func redisDump(_ h: TestStack) async throws -> String {
         let redis = try await RedisConnection.connect(h.redis)
         var text = ""
-        for key in try await redis.send(RedisCommand("KEYS", "*")).array?.compactMap(\.string) ?? [] {
+        // KEYS answers per node: ask every master (the one server in standalone mode).
+        for key in try await redis.sendToEveryMaster("KEYS", "*").flatMap({ $0.reply.array?.compactMap(\.string) ?? [] }) {
             text += key + "\n"
             let type = try await redis.send(RedisCommand("TYPE", key)).string ?? ""
             let reply: RedisReply
@@ -363,9 +364,10 @@ struct RulesOnRealStreamsTests {
         return text
     }
 
-    @Test("a tombstone and `forget customer` erase profile, contacts and state; later events are an unknown customer's")
-    func erasure() async throws {
-        try await TestStack.with { h in
+    @Test("a tombstone and `forget customer` erase profile, contacts and state; later events are an unknown customer's",
+          arguments: TestStack.RedisTopology.allCases)
+    func erasure(redis topology: TestStack.RedisTopology) async throws {
+        try await TestStack.with(redis: topology) { h in
             let t0 = JourneyWorkerTests.t0
             let clock = TestClock(t0.adding(.seconds(5)))
             let customers = ["c-tomb", "c-cli", "c-keep"]
@@ -388,9 +390,10 @@ struct RulesOnRealStreamsTests {
                 // …and the operator command.
                 let settingsFile = h.local.directory.appendingPathComponent("forget.yaml")
                 try LocalSettings.write(
-                    to: settingsFile, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.local.redis!.port, shards: h.settings.redis.shards,
+                    to: settingsFile, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.settings.redis.port, shards: h.settings.redis.shards,
                     topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
-                             "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"])
+                             "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
+                    clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [])
                 // `--json` output follows the topics' conventions: snake_case names, RFC 3339 UTC times.
                 let inspect = try runWaymark(["inspect", "customer", "c-keep", "--json", "--config", settingsFile.path])
                 #expect(inspect.status == 0, "\(inspect.output)")

@@ -45,9 +45,9 @@ struct SenderWorkerTests {
     }
 
     /// Runs a sender and a scheduler with a scripted provider; `body` gets the provider and clock.
-    func withSender(yaml: String = "", provider custom: (any MessageProvider)? = nil,
+    func withSender(yaml: String = "", provider custom: (any MessageProvider)? = nil, redis topology: TestStack.RedisTopology = .standalone,
                     _ body: (TestStack, ScriptedProvider, TestClock, SenderWorker) async throws -> Void) async throws {
-        try await TestStack.with(extraYAML: yaml) { h in
+        try await TestStack.with(extraYAML: yaml, redis: topology) { h in
             let clock = TestClock(Self.noon)
             let scripted = ScriptedProvider(clock: clock)
             let provider: any MessageProvider = custom ?? scripted
@@ -74,9 +74,9 @@ struct SenderWorkerTests {
         for m in messages { try await h.produce("outbound.\(m.channel.rawValue)", key: "c-1", json: String(decoding: m.jsonBytes(), as: UTF8.self)) }
     }
 
-    @Test("each message reaches the provider once, even when redelivered; receipts go to deliveries")
-    func exactlyOnce() async throws {
-        try await withSender { h, provider, _, sender in
+    @Test("each message reaches the provider once, even when redelivered; receipts go to deliveries", arguments: TestStack.RedisTopology.allCases)
+    func exactlyOnce(redis topology: TestStack.RedisTopology) async throws {
+        try await withSender(redis: topology) { h, provider, _, sender in
             let messages = (1...5).map { Self.message($0) }
             try await publish(h, messages)
             try await publish(h, [messages[0], messages[3]])  // the same ids again (an outbox re-publish)
@@ -89,9 +89,9 @@ struct SenderWorkerTests {
         }
     }
 
-    @Test("quiet hours are checked again at the moment of sending; the message is released after them")
-    func sendTimeQuietHours() async throws {
-        try await withSender { h, provider, clock, sender in
+    @Test("quiet hours are checked again at the moment of sending; the message is released after them", arguments: TestStack.RedisTopology.allCases)
+    func sendTimeQuietHours(redis topology: TestStack.RedisTopology) async throws {
+        try await withSender(redis: topology) { h, provider, clock, sender in
             // Decided at noon, but the sender only sees it at 23:00 Oslo: quiet hours.
             let late = Self.noon.adding(.hours(11))
             clock.set(late)
