@@ -4,7 +4,7 @@ SWIFT ?= swift
 RELEASE_FLAGS := -c release
 BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: setup build run test bench bench-memory crash-test clean reap help
+.PHONY: setup build run test bench bench-memory crash-test crash-test-cluster clean reap help
 
 help:
 	@echo "make run    - local broker + Redis, generated retail day through Waymark, summary"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench  - benchmarks (release build): ceilings, engine on one core, journey end to end as ratios; bench-results/"
 	@echo "make bench-memory - Redis footprint with 1M customers (2M touchpoints, ~3 GB of Redis, ~8 GB for the bench process)"
 	@echo "make crash-test - full-size crash test: 200k events, kill -9 and SIGSTOP (release build)"
+	@echo "make crash-test-cluster - the same on a 3-master Redis Cluster with replicas, kill -9 of a master mid-stream"
 	@echo "make setup  - install dependencies only (idempotent)"
 
 setup:
@@ -35,6 +36,7 @@ bench: setup
 	"$(BIN_RELEASE)/waymark-bench" engine
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --customers 200000 --events 400000 --label "sparse, ~2 touchpoints per customer"
+	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 2 --redis-cluster --label "retail day, 3-master Redis Cluster"
 	"$(BIN_RELEASE)/waymark-bench" replay
 
 bench-memory: setup
@@ -46,6 +48,11 @@ crash-test: setup
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
 	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
 	"$(BIN_RELEASE)/waymark-bench" crash --events 200000 --rate 10000 --kills 5
+
+crash-test-cluster: setup
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark
+	$(SWIFT) build $(RELEASE_FLAGS) --product waymark-bench
+	"$(BIN_RELEASE)/waymark-bench" crash --events 200000 --rate 10000 --kills 5 --redis-cluster
 
 reap:
 	@bash deploy/scripts/reap.sh

@@ -31,6 +31,7 @@ struct Journey: AsyncParsableCommand {
             Examples:
               waymark-bench journey                                   # retail day, ~8 touchpoints per customer
               waymark-bench journey --customers 200000 --events 400000 --label sparse   # ~2 per customer
+              waymark-bench journey --runs 1 --redis-cluster --label cluster            # Redis as a 3-master cluster
               waymark-bench journey --runs 1 --latency-seconds 5
             """)
 
@@ -43,6 +44,8 @@ struct Journey: AsyncParsableCommand {
     @Option(help: "Records per worker batch (worker.max_batch).") var batch = 10_000
     @Option(help: "Name of this stream in the headline lines.") var label = "retail day"
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+    @Flag(help: "Run Redis as a local 3-master Redis Cluster instead of one server (on one box: the cluster path's overhead, not its scale-out).")
+    var redisCluster = false
 
     func run() async throws {
         bootstrapBenchLogging()
@@ -71,13 +74,17 @@ struct Journey: AsyncParsableCommand {
     }
 
     func once(customers: Int) async throws -> RunResult {
-        let stack = try await LocalStack.start()
+        let stack = try await LocalStack.start(cluster: redisCluster ? .init(masters: 3) : nil)
         defer { stack.stop() }
+        let redis = stack.cluster.map { RedisConfiguration(mode: .cluster, seeds: $0.seeds, host: "127.0.0.1", port: $0.nodes[0].port) }
+            ?? RedisConfiguration(host: "127.0.0.1", port: stack.redis!.port)
+        let redisPIDs = stack.cluster.map { $0.nodes.map(\.process.pid) } ?? [stack.redis!.process.pid]
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
         try LocalSettings.write(
-            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
+            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: redis.port,
             topics: ["touchpoints: { partitions: \(partitions) }", "customers: { partitions: \(partitions) }"],
-            sections: "worker:\n  max_batch: \(batch)\n  poll_timeout_ms: 5\n  metrics_port: 0\n")
+            sections: "worker:\n  max_batch: \(batch)\n  poll_timeout_ms: 5\n  metrics_port: 0\n",
+            clusterSeeds: stack.cluster?.seeds ?? [])
         let settings = try WaymarkSettings.load(path: configFile.path)
         let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
         let admin = try KafkaAdmin(client: client)
@@ -118,8 +125,8 @@ struct Journey: AsyncParsableCommand {
         // Ceilings on this stack, before the worker starts (nothing else runs meanwhile).
         let consumeCeiling = try await Ceilings.kafkaConsume(client: client, topic: settings.kafka.touchpoints.name,
                                                             partitions: Int32(partitions), records: backlog.count)
-        let evalshaCeiling = try await Ceilings.evalshaPipelined(port: stack.redis!.port, calls: 200_000, depth: 100)
-        let emptyMemory = try await RedisFootprint.usedMemory(port: stack.redis!.port)
+        let evalshaCeiling = try await Ceilings.evalshaPipelined(redis, calls: 200_000, depth: 100)
+        let emptyMemory = try await RedisFootprint.usedMemory(redis)
         print(String(format: "  ceilings: Kafka consume %.0f records/s, pipelined EVALSHA %.0f calls/s", consumeCeiling, evalshaCeiling))
 
         // Drain the backlog with one worker process.
@@ -136,7 +143,8 @@ struct Journey: AsyncParsableCommand {
         var firstProgress: (at: ContinuousClock.Instant, lag: Int64, cpu: [Int32: Double])?
         let total = Int64(backlog.count + profiles.count)
         let endTotal = ends.values.reduce(0, +)
-        let pids: [(String, Int32?)] = [("journey worker", nil), ("redis", stack.redis!.process.pid), ("broker", stack.kafka!.process.pid)]
+        // Every Redis node counts as "redis" (summed).
+        let pids: [(String, Int32?)] = [("journey worker", nil)] + redisPIDs.map { ("redis", $0) } + [("broker", stack.kafka!.process.pid)]
         func cpuNow() -> [Int32: Double] {
             var out: [Int32: Double] = [:]
             for pid in pids.map({ $0.1 ?? worker.pid }) { if let pid { out[pid] = Self.cpuSeconds(pid) } }
@@ -159,14 +167,16 @@ struct Journey: AsyncParsableCommand {
         let progress = firstProgress ?? (start, total, [:])
         let steadyTime = (drainedAt - progress.at).seconds
         let steady = Double(progress.lag) / steadyTime
-        let cpu = pids.map { name, pid -> (String, Double) in
+        var cpu: [(String, Double)] = []
+        for (name, pid) in pids {
             let p = pid ?? worker.pid ?? 0
-            return (name, ((cpuAtEnd[p] ?? 0) - (progress.cpu[p] ?? 0)) / steadyTime)
+            let cores = ((cpuAtEnd[p] ?? 0) - (progress.cpu[p] ?? 0)) / steadyTime
+            if let index = cpu.firstIndex(where: { $0.0 == name }) { cpu[index].1 += cores } else { cpu.append((name, cores)) }
         }
         print(String(format: "  drained %d records in %.2f s (%.0f records/s incl. start and group join); steady %.0f records/s from the first commit",
                      total, drain.seconds, throughput, steady))
         print("  CPU while draining (cores): " + cpu.map { "\($0.0) " + String(format: "%.2f", $0.1) }.joined(separator: ", "))
-        let footprint = try await RedisFootprint.measure(port: stack.redis!.port, emptyMemory: emptyMemory)
+        let footprint = try await RedisFootprint.measure(redis, emptyMemory: emptyMemory)
         print("  Redis after the drain: \(footprint.customers) customers with state, \(footprint.keys) keys, used_memory +\(footprint.usedMemory / 1_048_576) MB "
               + "(\(footprint.usedMemory / max(footprint.customers, 1)) B per customer; state value \(footprint.stateBytes / max(footprint.customers, 1)) B)")
 
@@ -252,7 +262,7 @@ struct Journey: AsyncParsableCommand {
             let range = values.count > 1 ? " (min \(String(format: format, s.min)), max \(String(format: format, s.max)), \(values.count) runs)" : ""
             return "\(name): \(String(format: format, s.median)) \(unit)\(range)"
         }
-        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch)]"
+        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch), redis \(redisCluster ? "3-master cluster" : "one server")]"
         print("\nHEADLINES \(tag)")
         var lines: [String] = []
         lines.append(line("ceiling kafka consume", runs.map(\.consumeCeiling), unit: "records/s"))
@@ -373,7 +383,12 @@ enum Ceilings {
 
     /// Calls/s of that script, `depth` per pipeline, one connection.
     static func evalshaPipelined(port: Int, calls: Int, depth: Int) async throws -> Double {
-        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        try await evalshaPipelined(RedisConfiguration(host: "127.0.0.1", port: port), calls: calls, depth: depth)
+    }
+
+    /// The same through `redis` (one server, or a cluster: each pipeline split over the masters).
+    static func evalshaPipelined(_ redis: RedisConfiguration, calls: Int, depth: Int) async throws -> Double {
+        let connection = try await RedisConnection.connect(redis)
         _ = try await connection.pipeline((0..<depth).map(command))  // loads the script
         let t0 = ContinuousClock.now
         var i = 0
@@ -383,7 +398,7 @@ enum Ceilings {
             i += n
         }
         let elapsed = ContinuousClock.now - t0
-        _ = try await connection.send(RedisCommand("FLUSHDB"))  // the worker has not started: only these keys exist
+        _ = try await connection.sendToEveryMaster(RedisCommand("FLUSHDB"))  // the worker has not started: only these keys exist
         await connection.close()
         return Double(calls) / elapsed.seconds
     }
@@ -399,26 +414,44 @@ struct RedisFootprint {
     /// Sum of the state values' lengths.
     var stateBytes: Int
 
-    static func usedMemory(port: Int) async throws -> Int {
-        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
-        defer { Task { await connection.close() } }
-        return try await usedMemory(connection)
-    }
-
-    static func usedMemory(_ connection: RedisConnection) async throws -> Int {
-        let info = try await connection.send("INFO", "memory").string ?? ""
-        let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("used_memory:") }
-        guard let value = line.flatMap({ Int($0.dropFirst("used_memory:".count)) }) else {
-            throw ValidationError("INFO memory has no used_memory line")
+    /// `used_memory` summed over every master.
+    static func usedMemory(_ redis: RedisConfiguration) async throws -> Int {
+        let connection = try await RedisConnection.connect(redis)
+        let infos = try await connection.sendToEveryMaster("INFO", "memory")
+        await connection.close()
+        var total = 0
+        for (_, reply) in infos {
+            let line = (reply.string ?? "").split(whereSeparator: \.isNewline).first { $0.hasPrefix("used_memory:") }
+            guard let value = line.flatMap({ Int($0.dropFirst("used_memory:".count)) }) else {
+                throw ValidationError("INFO memory has no used_memory line")
+            }
+            total += value
         }
-        return value
+        return total
     }
 
-    /// Counts state keys with SCAN (one server holds every key here) and sums their encoded states (field `s`).
-    static func measure(port: Int, emptyMemory: Int) async throws -> RedisFootprint {
-        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+    /// Counts state keys with SCAN on every master and sums their encoded states (field `s`).
+    static func measure(_ redis: RedisConfiguration, emptyMemory: Int) async throws -> RedisFootprint {
+        let cluster = try await RedisConnection.connect(redis)
+        let masters = try await cluster.sendToEveryMaster("PING").map(\.endpoint)
+        await cluster.close()
+        var total = RedisFootprint(usedMemory: -emptyMemory, customers: 0, keys: 0, stateBytes: 0)
+        for master in masters {
+            guard let (host, port) = RedisConfiguration.parseEndpoint(master) else { continue }
+            let node = RedisConfiguration(host: host, port: port)
+            let one = try await measureNode(node)
+            total.usedMemory += try await usedMemory(node)
+            total.customers += one.customers
+            total.keys += one.keys
+            total.stateBytes += one.stateBytes
+        }
+        return total
+    }
+
+    /// One server's keys, customers with state and state bytes.
+    private static func measureNode(_ node: RedisConfiguration) async throws -> RedisFootprint {
+        let connection = try await RedisConnection.connect(node)
         defer { Task { await connection.close() } }
-        let used = try await usedMemory(connection)
         let keys = Int(try await connection.send("DBSIZE").integer ?? 0)
         var cursor = "0", customers = 0, stateBytes = 0
         repeat {
@@ -431,6 +464,6 @@ struct RedisFootprint {
                 for length in try await connection.pipeline(names.map { RedisCommand("HSTRLEN", $0, "s") }) { stateBytes += Int(length.integer ?? 0) }
             }
         } while cursor != "0"
-        return RedisFootprint(usedMemory: used - emptyMemory, customers: customers, keys: keys, stateBytes: stateBytes)
+        return RedisFootprint(usedMemory: 0, customers: customers, keys: keys, stateBytes: stateBytes)
     }
 }
