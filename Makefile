@@ -25,7 +25,7 @@ run: build
 	"$(BIN_RELEASE)/waymark" demo
 
 # Serial: every integration suite starts its own broker, Redis and workers; run side by side on two
-# cores they slow each other past their timeouts. Serial takes about 2.5 minutes once built.
+# cores they slow each other past their timeouts. Serial takes about 7.5 minutes once built.
 test: setup
 	@status=0; $(SWIFT) test --no-parallel || status=$$?; bash deploy/scripts/reap.sh; exit $$status
 
@@ -37,6 +37,7 @@ bench: setup
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --customers 200000 --events 400000 --label "sparse, ~2 touchpoints per customer"
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 2 --redis-cluster --label "retail day, 3-master Redis Cluster"
+	for n in 1 2 3; do MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 1 --workers $$n --latency-seconds 0 --label "scale-out, $$n workers" || exit 1; done
 	"$(BIN_RELEASE)/waymark-bench" replay
 
 bench-memory: setup

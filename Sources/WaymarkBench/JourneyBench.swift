@@ -32,6 +32,7 @@ struct Journey: AsyncParsableCommand {
               waymark-bench journey                                   # retail day, ~8 touchpoints per customer
               waymark-bench journey --customers 200000 --events 400000 --label sparse   # ~2 per customer
               waymark-bench journey --runs 1 --redis-cluster --label cluster            # Redis as a 3-master cluster
+              waymark-bench journey --runs 1 --workers 3 --latency-seconds 0 --label scale-out   # 3 worker processes
               waymark-bench journey --runs 1 --latency-seconds 5
             """)
 
@@ -44,6 +45,7 @@ struct Journey: AsyncParsableCommand {
     @Option(help: "Records per worker batch (worker.max_batch).") var batch = 10_000
     @Option(help: "Name of this stream in the headline lines.") var label = "retail day"
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+    @Option(help: "Journey worker processes sharing the partitions (scale-out; peak RSS is the largest one's).") var workers = 1
     @Flag(help: "Run Redis as a local 3-master Redis Cluster instead of one server (on one box: the cluster path's overhead, not its scale-out).")
     var redisCluster = false
 
@@ -129,14 +131,17 @@ struct Journey: AsyncParsableCommand {
         let emptyMemory = try await RedisFootprint.usedMemory(redis)
         print(String(format: "  ceilings: Kafka consume %.0f records/s, pipelined EVALSHA %.0f calls/s", consumeCeiling, evalshaCeiling))
 
-        // Drain the backlog with one worker process.
-        let worker = ManagedProcess(
-            executable: siblingWaymarkBinary,
-            arguments: ["worker", "journey", "--config", configFile.path, "--journeys", journeys, "--log-level", ProcessInfo.processInfo.environment["WAYMARK_BENCH_WORKER_LOG"] ?? "warning"],
-            logFile: stack.directory.appendingPathComponent("worker.log"))
+        // Drain the backlog with the worker processes (one consumer group).
+        let pool = (0..<workers).map { index in
+            ManagedProcess(
+                executable: siblingWaymarkBinary,
+                arguments: ["worker", "journey", "--config", configFile.path, "--journeys", journeys, "--log-level", ProcessInfo.processInfo.environment["WAYMARK_BENCH_WORKER_LOG"] ?? "warning"],
+                logFile: stack.directory.appendingPathComponent(index == 0 ? "worker.log" : "worker-\(index).log"))
+        }
+        let worker = pool[0]
         let start = ContinuousClock.now
-        try worker.start()
-        defer { worker.stop() }  // on an error below too: never leave a worker running
+        defer { for process in pool { process.stop() } }  // on an error below too: never leave a worker running
+        for process in pool { try process.start() }
         var peakRSS = 0
         let inputs = [settings.kafka.touchpoints.name, settings.kafka.customers.name]
         var drainedAt = start
@@ -144,22 +149,22 @@ struct Journey: AsyncParsableCommand {
         let total = Int64(backlog.count + profiles.count)
         let endTotal = ends.values.reduce(0, +)
         // Every Redis node counts as "redis" (summed).
-        let pids: [(String, Int32?)] = [("journey worker", nil)] + redisPIDs.map { ("redis", $0) } + [("broker", stack.kafka!.process.pid)]
+        let pids: [(String, Int32?)] = pool.map { ("journey worker", $0.pid) } + redisPIDs.map { ("redis", $0) } + [("broker", stack.kafka!.process.pid)]
         func cpuNow() -> [Int32: Double] {
             var out: [Int32: Double] = [:]
-            for pid in pids.map({ $0.1 ?? worker.pid }) { if let pid { out[pid] = Self.cpuSeconds(pid) } }
+            for pid in pids.map(\.1) { if let pid { out[pid] = Self.cpuSeconds(pid) } }
             return out
         }
         var cpuAtEnd: [Int32: Double] = [:]
         while true {
             try await Task.sleep(for: .milliseconds(200))
-            peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
+            for process in pool { peakRSS = max(peakRSS, Self.peakRSS(process.pid)) }
             let committed = try await admin.committedOffsets(group: settings.kafka.journeyGroup)
                 .filter { inputs.contains($0.topic) }.map(\.offset).reduce(0, +)
             let lag = endTotal - committed
             if firstProgress == nil, lag < total { firstProgress = (ContinuousClock.now, lag, cpuNow()) }
             if lag == 0 { drainedAt = ContinuousClock.now; cpuAtEnd = cpuNow(); break }
-            if !worker.isRunning { throw ValidationError("worker exited: \(worker.logTail())") }
+            for process in pool where !process.isRunning { throw ValidationError("worker exited: \(process.logTail())") }
             if ContinuousClock.now - start > .seconds(600) { throw ValidationError("backlog not drained in 600 s (lag \(lag))") }
         }
         let drain = drainedAt - start
@@ -169,7 +174,7 @@ struct Journey: AsyncParsableCommand {
         let steady = Double(progress.lag) / steadyTime
         var cpu: [(String, Double)] = []
         for (name, pid) in pids {
-            let p = pid ?? worker.pid ?? 0
+            let p = pid ?? 0
             let cores = ((cpuAtEnd[p] ?? 0) - (progress.cpu[p] ?? 0)) / steadyTime
             if let index = cpu.firstIndex(where: { $0.0 == name }) { cpu[index].1 += cores } else { cpu.append((name, cores)) }
         }
@@ -213,8 +218,8 @@ struct Journey: AsyncParsableCommand {
             latency.append((rate, name, p50, p99, samples))
         }
         await reader.close()
-        peakRSS = max(peakRSS, Self.peakRSS(worker.pid))
-        worker.stop(grace: .seconds(20))
+        for process in pool { peakRSS = max(peakRSS, Self.peakRSS(process.pid)) }
+        for process in pool { process.stop(grace: .seconds(20)) }
         // Keep the worker's log next to the results (stage timings at WAYMARK_BENCH_WORKER_LOG=debug).
         try? FileManager.default.createDirectory(atPath: "bench-results", withIntermediateDirectories: true)
         try? FileManager.default.removeItem(atPath: "bench-results/journey-worker.log")
@@ -262,7 +267,7 @@ struct Journey: AsyncParsableCommand {
             let range = values.count > 1 ? " (min \(String(format: format, s.min)), max \(String(format: format, s.max)), \(values.count) runs)" : ""
             return "\(name): \(String(format: format, s.median)) \(unit)\(range)"
         }
-        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch), redis \(redisCluster ? "3-master cluster" : "one server")]"
+        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch), \(workers) worker\(workers == 1 ? "" : "s") on \(partitions) partitions, redis \(redisCluster ? "3-master cluster" : "one server")]"
         print("\nHEADLINES \(tag)")
         var lines: [String] = []
         lines.append(line("ceiling kafka consume", runs.map(\.consumeCeiling), unit: "records/s"))
@@ -287,6 +292,9 @@ struct Journey: AsyncParsableCommand {
         for (index, entry) in (runs.first?.cpu ?? []).enumerated() {
             lines.append(line("cores used while draining: \(entry.process)", runs.map { $0.cpu[index].cores }, unit: "", format: "%.2f"))
         }
+        // Per-core efficiency of the journey workers (all of them together), comparable across worker counts.
+        let perCore = runs.map { run in run.steady / max(run.cpu.first { $0.process == "journey worker" }?.cores ?? 0, 0.01) }
+        lines.append(line("journey records/s per worker core", perCore, unit: "records/s"))
         for l in lines { print(l) }
         var measurements: [Measurement] = []
         for (i, run) in runs.enumerated() {
