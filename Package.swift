@@ -121,6 +121,7 @@ let package = Package(
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkEngine", "WaymarkLocalStack", "WaymarkConfig",
                 "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkWire", "WaymarkChaos",
+                "WaymarkHTTPTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -20,7 +20,7 @@ struct WaymarkBench: AsyncParsableCommand {
               waymark-bench clients                 # Kafka produce/consume and Redis pipeline rates
               waymark-bench clients --messages 1000000
             """,
-        subcommands: [Clients.self, Engine.self, Journey.self, ReplayBenchmark.self, Crash.self])
+        subcommands: [Clients.self, Engine.self, Journey.self, Pipeline.self, ReplayBenchmark.self, Crash.self])
 }
 
 /// One measured figure.

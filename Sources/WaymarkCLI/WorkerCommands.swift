@@ -130,6 +130,7 @@ extension WorkerRuntime {
 func makeProvider(_ settings: SenderSettings) throws -> any MessageProvider {
     switch settings.provider {
     case .file: return try FileProvider(path: settings.filePath)
-    case .webhook: return try WebhookProvider(url: settings.webhookURL, timeout: .milliseconds(settings.timeoutMilliseconds))
+    case .webhook: return try WebhookProvider(url: settings.webhookURL, timeout: .milliseconds(settings.timeoutMilliseconds),
+                                              maxConnections: settings.concurrency)
     }
 }

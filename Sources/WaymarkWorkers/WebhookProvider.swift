@@ -21,13 +21,17 @@ public final class WebhookProvider: MessageProvider {
     ///   - url: `http(s)://…` endpoint.
     ///   - timeout: per call, connection included.
     ///   - caBundlePath: PEM file of trusted certificate authorities instead of the system's.
-    public init(url: String, timeout: Duration, caBundlePath: String? = nil) throws {
+    ///   - maxConnections: HTTP/1.1 connections to the host at once; set it to the sender's
+    ///     concurrency (AsyncHTTPClient's default of 8 capped a 64-wide sender at 8 calls in flight:
+    ///     143 messages/s against a provider answering in 50 ms, `waymark-bench pipeline`).
+    public init(url: String, timeout: Duration, caBundlePath: String? = nil, maxConnections: Int = 8) throws {
         guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
             throw ProviderError(message: "webhook URL must be http(s)://host/…")
         }
         self.url = url
         self.timeout = timeout
         var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, maxConnections))
         configuration.timeout = .init(connect: .milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
         if let caBundlePath {
             var tls = TLSConfiguration.makeClientConfiguration()

@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import WaymarkChaos
+import WaymarkConfig
+import WaymarkControl
+import WaymarkHTTPTesting
+import WaymarkKafka
+import WaymarkLocalStack
+import WaymarkSample
+
+/// The sender side of the pipeline: how fast sender processes hand a backlog of outbound messages to
+/// a provider, with the file provider and with the webhook provider against a local fake provider
+/// that answers after a fixed latency.
+struct Pipeline: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sender pipeline benchmark: messages/s handed to providers by N sender processes.",
+        discussion: """
+            One fresh stack per case. A journey worker first turns a generated day into outbound messages \
+            (profiles stored, sends decided) and stops; then the sender processes start on the outbound \
+            backlog and the time from their first committed progress to an empty backlog gives messages/s. \
+            The webhook case uses a local fake provider answering after --latency-ms; its ceiling is about \
+            sender.concurrency / latency per process.
+
+            Examples:
+              waymark-bench pipeline                                   # file and webhook (50 ms), 1 and 2 senders
+              waymark-bench pipeline --senders 1 --provider webhook --latency-ms 50
+            """)
+
+    @Option(help: "Touchpoints of the generated day that feed the outbound backlog.") var events = 300_000
+    @Option(help: "Sender processes: one number, or several separated by commas (each its own case).") var senders = "1,2"
+    @Option(help: "file, webhook, or both.") var provider = "both"
+    @Option(help: "Latency of the fake webhook provider, in milliseconds.") var latencyMs = 50
+    @Option(help: "sender.concurrency (provider calls in flight per sender process).") var concurrency = 64
+    @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+
+    func run() async throws {
+        bootstrapBenchLogging()
+        let counts = senders.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
+        guard !counts.isEmpty else { throw ValidationError("--senders needs at least one positive number") }
+        let providers = provider == "both" ? ["file", "webhook"] : [provider]
+        guard providers.allSatisfy({ $0 == "file" || $0 == "webhook" }) else { throw ValidationError("--provider is file, webhook or both") }
+        var results: [Measurement] = []
+        var headlines: [String] = []
+        for kind in providers {
+            for count in counts {
+                let name = kind == "file" ? "file provider" : "webhook provider, \(latencyMs) ms"
+                print("— sender pipeline: \(name), \(count) sender process\(count == 1 ? "" : "es")")
+                let (rate, messages, cores, redisCores) = try await once(provider: kind, senders: count)
+                let line = String(format: "sender pipeline (%@, %d sender%@): %.0f messages/s (%d messages; senders %.2f cores, redis %.2f)",
+                                  name, count, count == 1 ? "" : "s", rate, messages, cores, redisCores)
+                print("  " + line)
+                headlines.append(line)
+                if kind == "webhook" {
+                    let ceiling = Double(concurrency * count) / (Double(latencyMs) / 1000)
+                    headlines.append(String(format: "  bound for the webhook case: concurrency x processes / latency = %.0f messages/s; measured %.2f of it", ceiling, rate / ceiling))
+                }
+                results.append(Measurement(benchmark: "pipeline", metric: "\(name), \(count) senders", value: rate, unit: "messages/s",
+                                           detail: "\(messages) messages, concurrency \(concurrency)"))
+            }
+        }
+        print("\nHEADLINES [sender pipeline: \(events) touchpoints, concurrency \(concurrency)]")
+        for line in headlines { print(line) }
+        try appendResults(results, quiet: true)
+    }
+
+    /// One case on a fresh stack: returns messages/s, messages, sender cores and Redis cores while draining.
+    func once(provider kind: String, senders count: Int) async throws -> (Double, Int, Double, Double) {
+        let stack = try await LocalStack.start()
+        defer { stack.stop() }
+        let fake = kind == "webhook" ? try await FakeProvider.start() : nil
+        if let fake { fake.delay(.milliseconds(Int64(latencyMs))) }
+        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
+        let providerYAML = fake.map { "  provider: webhook\n  webhook_url: \"\($0.url)\"\n" } ?? "  provider: file\n"
+        try LocalSettings.write(
+            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
+            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
+            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n\(providerYAML)"
+                + "  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
+        let settings = try WaymarkSettings.load(path: configFile.path)
+        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
+        let admin = try KafkaAdmin(client: client)
+        _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+
+        // Daytime of the current day in UTC, so sends are due now and outside most quiet hours.
+        let dayMs: Int64 = 86_400_000
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let day = RetailDay(seed: 17, customers: max(events / 8, 100), dayStart: nowMs / dayMs * dayMs - dayMs).generate()
+        let profiles = day.filter { $0.kind == .profile }
+        let touchpoints = Array(day.filter { $0.kind == .touchpoint }.prefix(events))
+        let producer = try KafkaProducer(configuration: .init(client: client))
+        for chunk in stride(from: 0, to: profiles.count, by: 50_000) {
+            try await producer.sendAll(profiles[chunk..<min(chunk + 50_000, profiles.count)].map {
+                KafkaProducerRecord(topic: settings.kafka.customers.name, key: Array($0.key.utf8), value: $0.value)
+            })
+        }
+        for chunk in stride(from: 0, to: touchpoints.count, by: 50_000) {
+            try await producer.sendAll(touchpoints[chunk..<min(chunk + 50_000, touchpoints.count)].map {
+                KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array($0.key.utf8), value: $0.value)
+            })
+        }
+
+        func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {
+            let process = ManagedProcess(executable: siblingWaymarkBinary,
+                                         arguments: ["worker"] + args + ["--config", configFile.path, "--journeys", journeys, "--log-level", "warning"],
+                                         logFile: stack.directory.appendingPathComponent("\(name).log"))
+            try process.start()
+            return process
+        }
+        // 1. The journey worker builds the outbound backlog, then stops.
+        let journey = try spawn("journey", ["journey"])
+        defer { journey.stop() }
+        let inputs = [settings.kafka.touchpoints.name, settings.kafka.customers.name]
+        try await waitForNoLag(admin: admin, group: settings.kafka.journeyGroup, topics: inputs, process: journey, what: "journey worker")
+        journey.stop(grace: .seconds(20))
+        let outbound = settings.kafka.channels.map { settings.kafka.outboundTopic($0) }
+        let messages = Int(try await admin.endOffsets(topics: outbound).values.map(\.high).reduce(0, +))
+        print("  outbound backlog: \(messages) messages from \(touchpoints.count) touchpoints")
+        guard messages > 0 else { throw ValidationError("the journey worker decided no sends") }
+
+        // 2. The senders drain it.
+        var pool: [ManagedProcess] = []
+        defer { for process in pool { process.stop() } }
+        let start = ContinuousClock.now
+        for index in 0..<count {
+            var args = ["sender"]
+            if kind == "file" { args += ["--provider-file", stack.directory.appendingPathComponent("provider-\(index).jsonl").path] }
+            pool.append(try spawn("sender-\(index)", args))
+        }
+        let pids = pool.compactMap(\.pid)
+        let redisPID = stack.redis!.process.pid ?? 0
+        var first: (at: ContinuousClock.Instant, lag: Int64, cpu: Double, redis: Double)?
+        var lastLag = Int64(messages)
+        while true {
+            try await Task.sleep(for: .milliseconds(200))
+            let lag = try await admin.lag(group: settings.kafka.senderGroup, topics: outbound).map(\.lag).reduce(0, +)
+            if first == nil, lag < Int64(messages) {
+                first = (ContinuousClock.now, lag, pids.map(Journey.cpuSeconds).reduce(0, +), Journey.cpuSeconds(redisPID))
+            }
+            lastLag = lag
+            if lag == 0 { break }
+            for process in pool where !process.isRunning { throw ValidationError("sender exited: \(process.logTail())") }
+            if ContinuousClock.now - start > .seconds(600) { throw ValidationError("outbound backlog not drained in 600 s (lag \(lastLag))") }
+        }
+        let end = ContinuousClock.now
+        let progress = first ?? (start, Int64(messages), 0, 0)
+        let seconds = max((end - progress.at).seconds, 0.001)
+        let cores = (pids.map(Journey.cpuSeconds).reduce(0, +) - progress.cpu) / seconds
+        let redisCores = (Journey.cpuSeconds(redisPID) - progress.redis) / seconds
+        if let fake { print("  fake provider: \(fake.acceptedRequests.count) requests accepted") }
+        return (Double(progress.lag) / seconds, messages, cores, redisCores)
+    }
+
+    private func waitForNoLag(admin: KafkaAdmin, group: String, topics: [String], process: ManagedProcess, what: String) async throws {
+        let start = ContinuousClock.now
+        while true {
+            try await Task.sleep(for: .milliseconds(200))
+            let lags = try await admin.lag(group: group, topics: topics)
+            if !lags.isEmpty, lags.allSatisfy({ $0.committed != nil || $0.end == 0 }), lags.map(\.lag).reduce(0, +) == 0 { return }
+            if !process.isRunning { throw ValidationError("\(what) exited: \(process.logTail())") }
+            if ContinuousClock.now - start > .seconds(600) { throw ValidationError("\(what) did not drain its input in 600 s") }
+        }
+    }
+}
