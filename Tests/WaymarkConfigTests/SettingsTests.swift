@@ -53,6 +53,36 @@ struct SettingsTests {
         #expect(throws: ConfigError.self) { try WaymarkSettings.parse("kafka: [1, 2\n", file: "w.yaml") }
     }
 
+    @Test("Redis Cluster settings: mode, seeds and replica acknowledgements are read and checked; the environment overrides mode and seeds")
+    func clusterSettings() throws {
+        let settings = try WaymarkSettings.parse(
+            "redis:\n  mode: cluster\n  seeds: [10.0.0.2:7000, 10.0.0.3:7000]\n  wait_replicas: 1\n  wait_replicas_timeout_ms: 250\n", file: "w.yaml")
+        #expect(settings.redis.mode == "cluster")
+        #expect(settings.redis.seeds == ["10.0.0.2:7000", "10.0.0.3:7000"])
+        #expect(settings.redis.waitReplicas == 1 && settings.redis.waitReplicasTimeoutMilliseconds == 250)
+        #expect(try WaymarkSettings.parse("", file: "w.yaml").redis.mode == "standalone")
+        let fromEnvironment = try WaymarkSettings.parse("", file: "w.yaml", environment: [
+            "WAYMARK_REDIS_MODE": "cluster", "WAYMARK_REDIS_SEEDS": "a:1, b:2",
+        ])
+        #expect(fromEnvironment.redis.mode == "cluster" && fromEnvironment.redis.seeds == ["a:1", "b:2"])
+        let cases: [(String, String, Int)] = [
+            ("redis:\n  mode: sentinel\n", "redis.mode", 2),
+            ("redis:\n  mode: cluster\n  seeds: [nohost]\n", "redis.seeds", 3),
+            ("redis:\n  mode: cluster\n  database: 3\n", "redis.database", 3),
+            ("redis:\n  wait_replicas: -1\n", "redis.wait_replicas", 2),
+        ]
+        for (yaml, path, line) in cases {
+            do {
+                _ = try WaymarkSettings.parse(yaml, file: "w.yaml")
+                Issue.record("expected an error for \(path)")
+            } catch let error as ConfigError {
+                #expect(error.path == path)
+                #expect(error.line == line)
+            }
+        }
+        #expect(throws: ConfigError.self) { try WaymarkSettings.parse("", file: "w.yaml", environment: ["WAYMARK_REDIS_MODE": "nope"]) }
+    }
+
     @Test("environment overrides addresses and supplies the Redis password")
     func environment() throws {
         let settings = try WaymarkSettings.parse("redis:\n  password_env: PW\n", file: "w.yaml", environment: [
