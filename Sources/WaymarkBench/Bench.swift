@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import WaymarkChaos
+import WaymarkConfig
 import WaymarkControl
 import WaymarkKafka
 import WaymarkLocalStack
@@ -107,22 +108,11 @@ struct Clients: AsyncParsableCommand {
         }
         let produceTime = ContinuousClock.now - start
 
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: "bench", partition: $0, offset: KafkaOffset.beginning) })
-        var consumed = 0
-        var consumeStart: ContinuousClock.Instant?
-        let deadline = ContinuousClock.now + .seconds(120)
-        while consumed < messages, ContinuousClock.now < deadline {
-            let batch = try await consumer.poll(maxRecords: 10_000, timeout: .milliseconds(500))
-            if consumeStart == nil, !batch.isEmpty { consumeStart = ContinuousClock.now }
-            consumed += batch.count
-        }
-        let consumeTime = ContinuousClock.now - (consumeStart ?? ContinuousClock.now)
-        await consumer.close()
+        let (consumeRate, consumed) = try await Ceilings.kafkaConsume(client: client, topic: "bench", partitions: partitions, records: messages)
         let detail = "\(messages) × \(size) B, \(partitions) partitions, acks=all idempotent"
         return [
             Measurement(benchmark: "kafka", metric: "produce", value: Double(messages) / produceTime.seconds, unit: "msg/s", detail: detail),
-            Measurement(benchmark: "kafka", metric: "consume", value: Double(consumed) / consumeTime.seconds, unit: "msg/s",
+            Measurement(benchmark: "kafka", metric: "consume", value: consumeRate, unit: "msg/s",
                         detail: "\(consumed) records, batches of ≤ 10k (first record to last)"),
         ]
     }
@@ -137,18 +127,11 @@ struct Clients: AsyncParsableCommand {
         for i in 0..<single { _ = try await connection.send(command(i)) }
         let singleTime = ContinuousClock.now - t0
 
-        t0 = ContinuousClock.now
-        var i = 0
-        while i < scriptCalls {
-            let n = min(depth, scriptCalls - i)
-            _ = try await connection.pipeline((i..<(i + n)).map(command))
-            i += n
-        }
-        let pipelinedTime = ContinuousClock.now - t0
+        let pipelined = try await Ceilings.evalshaPipelined(RedisConfiguration(host: "127.0.0.1", port: port), calls: scriptCalls, depth: depth)
 
         t0 = ContinuousClock.now
         let sets = scriptCalls * 2
-        i = 0
+        var i = 0
         while i < sets {
             let n = min(1_000, sets - i)
             _ = try await connection.pipeline((i..<(i + n)).map { RedisCommand("SET", "k\($0 % 100_000)", "v") })
@@ -159,7 +142,7 @@ struct Clients: AsyncParsableCommand {
         return [
             Measurement(benchmark: "redis", metric: "evalsha unpipelined", value: Double(single) / singleTime.seconds,
                         unit: "calls/s", detail: "\(single) calls, one round trip each"),
-            Measurement(benchmark: "redis", metric: "evalsha pipelined", value: Double(scriptCalls) / pipelinedTime.seconds,
+            Measurement(benchmark: "redis", metric: "evalsha pipelined", value: pipelined,
                         unit: "calls/s", detail: "\(scriptCalls) calls, \(depth) per pipeline"),
             Measurement(benchmark: "redis", metric: "SET pipelined", value: Double(sets) / setTime.seconds,
                         unit: "cmd/s", detail: "\(sets) commands, 1000 per pipeline"),
@@ -213,6 +196,15 @@ func bootstrapBenchLogging() {
         handler.logLevel = .warning
         return handler
     }
+}
+
+/// Loads the settings file a benchmark wrote for its stack and creates Waymark's topics on its broker.
+func loadSettingsAndCreateTopics(_ configFile: URL) async throws -> (WaymarkSettings, KafkaClientConfiguration, KafkaAdmin) {
+    let settings = try WaymarkSettings.load(path: configFile.path)
+    let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
+    let admin = try KafkaAdmin(client: client)
+    _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+    return (settings, client, admin)
 }
 
 /// The `waymark` executable built next to this one (worker processes for crash and end-to-end runs).

@@ -87,15 +87,11 @@ struct Journey: AsyncParsableCommand {
             topics: ["touchpoints: { partitions: \(partitions) }", "customers: { partitions: \(partitions) }"],
             sections: "worker:\n  max_batch: \(batch)\n  poll_timeout_ms: 5\n  metrics_port: 0\n",
             clusterSeeds: stack.cluster?.seeds ?? [])
-        let settings = try WaymarkSettings.load(path: configFile.path)
-        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
-        let admin = try KafkaAdmin(client: client)
-        _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+        let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
 
         // A recent day (live processing judges timestamps against the wall clock).
-        let dayMs: Int64 = 86_400_000
-        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let day = RetailDay(seed: 11, customers: customers, dayStart: nowMs / dayMs * dayMs - dayMs).generate()
+        let dayStart = RetailDay.startOfYesterdayUTC
+        let day = RetailDay(seed: 11, customers: customers, dayStart: dayStart).generate()
         let profiles = day.filter { $0.kind == .profile }
         let all = day.filter { $0.kind == .touchpoint }
         guard all.count >= events else {
@@ -126,7 +122,7 @@ struct Journey: AsyncParsableCommand {
 
         // Ceilings on this stack, before the worker starts (nothing else runs meanwhile).
         let consumeCeiling = try await Ceilings.kafkaConsume(client: client, topic: settings.kafka.touchpoints.name,
-                                                            partitions: Int32(partitions), records: backlog.count)
+                                                            partitions: Int32(partitions), records: backlog.count).recordsPerSecond
         let evalshaCeiling = try await Ceilings.evalshaPipelined(redis, calls: 200_000, depth: 100)
         let emptyMemory = try await RedisFootprint.usedMemory(redis)
         print(String(format: "  ceilings: Kafka consume %.0f records/s, pipelined EVALSHA %.0f calls/s", consumeCeiling, evalshaCeiling))
@@ -197,7 +193,7 @@ struct Journey: AsyncParsableCommand {
             let wanted = rate * latencySeconds
             if live.count < wanted {  // more of the same day from new customers, with their own ids (not timed)
                 var more = RetailDay(seed: UInt64(11 + latency.count + 1), customers: max(customers, wanted / 8),
-                                     dayStart: nowMs / dayMs * dayMs - dayMs)
+                                     dayStart: dayStart)
                 more.firstCustomer = nextCustomer
                 nextCustomer += more.customers
                 more.idPrefix = "x\(latency.count)-"
@@ -358,8 +354,10 @@ struct Journey: AsyncParsableCommand {
 
 /// This machine's ceilings, measured on the benchmark's own stack (the ratios' denominators).
 enum Ceilings {
-    /// Records/s a groupless consumer reads `topic` from the beginning (first record to the `records`-th).
-    static func kafkaConsume(client: KafkaClientConfiguration, topic: String, partitions: Int32, records: Int) async throws -> Double {
+    /// Records/s a groupless consumer reads `topic` from the beginning (first record to the `records`-th),
+    /// and how many it read (fewer than `records` if 120 s passed first).
+    static func kafkaConsume(client: KafkaClientConfiguration, topic: String, partitions: Int32,
+                             records: Int) async throws -> (recordsPerSecond: Double, consumed: Int) {
         let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
         try consumer.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: $0, offset: KafkaOffset.beginning) })
         var consumed = 0
@@ -372,7 +370,7 @@ enum Ceilings {
         }
         let elapsed = ContinuousClock.now - (first ?? ContinuousClock.now)
         await consumer.close()
-        return Double(consumed) / max(elapsed.seconds, 0.001)
+        return (Double(consumed) / max(elapsed.seconds, 0.001), consumed)
     }
 
     /// The script ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE, on 50,000 customers' keys.
@@ -389,12 +387,8 @@ enum Ceilings {
         return .evalsha(script, keys: ["bench:{\(customer)}:h", "bench:{\(customer)}:z"], arguments: ["f\(i % 7)", i])
     }
 
-    /// Calls/s of that script, `depth` per pipeline, one connection.
-    static func evalshaPipelined(port: Int, calls: Int, depth: Int) async throws -> Double {
-        try await evalshaPipelined(RedisConfiguration(host: "127.0.0.1", port: port), calls: calls, depth: depth)
-    }
-
-    /// The same through `redis` (one server, or a cluster: each pipeline split over the masters).
+    /// Calls/s of that script, `depth` per pipeline, one connection through `redis` (one server, or a
+    /// cluster: each pipeline split over the masters); the keys are flushed afterwards.
     static func evalshaPipelined(_ redis: RedisConfiguration, calls: Int, depth: Int) async throws -> Double {
         let connection = try await RedisConnection.connect(redis)
         _ = try await connection.pipeline((0..<depth).map(command))  // loads the script

@@ -76,27 +76,19 @@ struct Pipeline: AsyncParsableCommand {
             topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
             sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n\(providerYAML)"
                 + "  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
-        let settings = try WaymarkSettings.load(path: configFile.path)
-        let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers, properties: KafkaClientConfiguration.localTuning)
-        let admin = try KafkaAdmin(client: client)
-        _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
+        let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
 
-        // Daytime of the current day in UTC, so sends are due now and outside most quiet hours.
-        let dayMs: Int64 = 86_400_000
-        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let day = RetailDay(seed: 17, customers: max(events / 8, 100), dayStart: nowMs / dayMs * dayMs - dayMs).generate()
+        // Yesterday (UTC), as the other live runs: recent enough that sends are still relevant.
+        let day = RetailDay(seed: 17, customers: max(events / 8, 100), dayStart: RetailDay.startOfYesterdayUTC).generate()
         let profiles = day.filter { $0.kind == .profile }
         let touchpoints = Array(day.filter { $0.kind == .touchpoint }.prefix(events))
         let producer = try KafkaProducer(configuration: .init(client: client))
-        for chunk in stride(from: 0, to: profiles.count, by: 50_000) {
-            try await producer.sendAll(profiles[chunk..<min(chunk + 50_000, profiles.count)].map {
-                KafkaProducerRecord(topic: settings.kafka.customers.name, key: Array($0.key.utf8), value: $0.value)
-            })
-        }
-        for chunk in stride(from: 0, to: touchpoints.count, by: 50_000) {
-            try await producer.sendAll(touchpoints[chunk..<min(chunk + 50_000, touchpoints.count)].map {
-                KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array($0.key.utf8), value: $0.value)
-            })
+        for (records, topic) in [(profiles, settings.kafka.customers.name), (touchpoints, settings.kafka.touchpoints.name)] {
+            for chunk in stride(from: 0, to: records.count, by: 50_000) {
+                try await producer.sendAll(records[chunk..<min(chunk + 50_000, records.count)].map {
+                    KafkaProducerRecord(topic: topic, key: Array($0.key.utf8), value: $0.value)
+                })
+            }
         }
 
         func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {

@@ -118,11 +118,9 @@ public enum CrashTest {
         _ = try await TopicSetup(settings: settings.kafka).apply(admin: admin)
         let engine = try JourneyLoader.loadEngine(configDirectory: config.journeysDirectory)
 
-        // Yesterday (UTC), so live processing (wall clock) sees recent history: relevance counts from
-        // the events' time, so an older day would mostly expire and exercise the senders less.
-        let dayMs: Int64 = 86_400_000
-        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let day = RetailDay(seed: config.seed, customers: max(config.events / 10, 10), dayStart: nowMs / dayMs * dayMs - dayMs).generate()
+        // Yesterday: an older day would mostly expire and exercise the senders less.
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)  // "now" for the audit's parser
+        let day = RetailDay(seed: config.seed, customers: max(config.events / 10, 10), dayStart: RetailDay.startOfYesterdayUTC).generate()
         let profiles = day.filter { $0.kind == .profile }
         let touchpoints = Array(day.filter { $0.kind == .touchpoint }.prefix(config.events))
         report.events = touchpoints.count

@@ -168,20 +168,11 @@ public final class LocalRedisCluster: Sendable {
     static func cli(_ arguments: [String], log: URL?) async throws -> String {
         let executable = try LocalTools.find("redis-cli", env: "WAYMARK_REDIS_CLI", extra: [URL(fileURLWithPath: "/usr/bin/redis-cli")])
         return try await Task.detached {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
+            let (status, output) = try LocalTools.run(executable, arguments)
             if let log { try? output.write(to: log, atomically: true, encoding: .utf8) }
-            guard process.terminationStatus == 0 else {
+            guard status == 0 else {
                 throw LocalStackError.launchFailed(executable: "redis-cli \(arguments.prefix(2).joined(separator: " "))",
-                                                   reason: "exited \(process.terminationStatus): \(output.suffix(1_500))")
+                                                   reason: "exited \(status): \(output.suffix(1_500))")
             }
             return output
         }.value

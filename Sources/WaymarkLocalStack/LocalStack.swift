@@ -55,6 +55,22 @@ public enum LocalTools {
         throw LocalStackError.toolNotFound(name: name, hint: "run `make setup` (deploy/scripts/setup.sh) or set \(env)")
     }
 
+    /// Runs `path` with `arguments` to completion (standard input empty); its exit status and combined
+    /// standard output and error. Blocks the calling thread: call it off the cooperative pool.
+    public static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+
     /// Path of `redis-server`.
     public static func redisServer() throws -> String {
         try find("redis-server", env: "WAYMARK_REDIS_SERVER", extra: [URL(fileURLWithPath: "/usr/bin/redis-server")])

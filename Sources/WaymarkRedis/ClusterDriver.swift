@@ -174,7 +174,7 @@ final class ClusterDriver: @unchecked Sendable {
                         // Routed again from the map (not with ASKING): a migration may have ended meanwhile.
                         if message.hasPrefix("CLUSTERDOWN") { stale = true }
                         wait = true
-                        next.append(Item(index: item.index, node: slotOwner[commands[item.index].slot ?? 0] ?? endpoint, asking: false))
+                        next.append(Item(index: item.index, node: commands[item.index].slot.flatMap { slotOwner[$0] } ?? endpoint, asking: false))
                     case nil:
                         if message.hasPrefix("NOSCRIPT"), let script = commands[item.index].script {
                             if !missingScripts.contains(script) { missingScripts.append(script) }
@@ -249,13 +249,13 @@ final class ClusterDriver: @unchecked Sendable {
     // MARK: Slot map
 
     private func owner(of command: RedisCommand) throws(RedisError) -> String {
-        if let slot = command.slot, let owner = slotOwner[slot] { return owner }
-        if command.slot == nil, let first = masters.first { return first }
+        let slot = command.slot
+        func lookup() -> String? { if let slot { slotOwner[slot] } else { masters.first } }
+        if let owner = lookup() { return owner }
         // A slot the last map did not cover: read it again once, then give up on this call.
         try refresh()
-        if let slot = command.slot, let owner = slotOwner[slot] { return owner }
-        if command.slot == nil, let first = masters.first { return first }
-        throw RedisError(.clusterUnavailable, "slot \(command.slot ?? -1) is not served by any master",
+        if let owner = lookup() { return owner }
+        throw RedisError(.clusterUnavailable, "slot \(slot ?? -1) is not served by any master",
                          endpoint: configuration.endpoint, command: command.name)
     }
 

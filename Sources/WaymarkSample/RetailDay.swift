@@ -61,6 +61,14 @@ public struct RetailDay: Sendable {
         self.dayStart = dayStart
     }
 
+    /// 00:00 UTC of yesterday: the day the live runs (crash test, benchmarks) generate, so processing
+    /// on the wall clock sees recent history (relevance counts from the events' time; an older day
+    /// would mostly have expired).
+    public static var startOfYesterdayUTC: Int64 {
+        let dayMs: Int64 = 86_400_000
+        return Int64(Date().timeIntervalSince1970 * 1000) / dayMs * dayMs - dayMs
+    }
+
     public static func customerID(_ index: Int) -> String { "c-\(String(index + 1).leftPadded(to: 6))" }
 
     /// Profiles first (as a compacted `customers` topic would hold them), then the day's touchpoints in time order.

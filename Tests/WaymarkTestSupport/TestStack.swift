@@ -61,16 +61,14 @@ public struct TestStack: Sendable {
         try await LocalStack.with(cluster: shape) { local in
             var settings = try WaymarkSettings.parse(preset.yaml + extraYAML, file: "test.yaml")
             settings.kafka.bootstrapServers = local.kafka!.bootstrapServers
-            let redis: RedisConfiguration
             if let cluster = local.cluster {
                 settings.redis.mode = "cluster"
                 settings.redis.port = cluster.nodes[0].port
                 settings.redis.seeds = cluster.seeds
-                redis = RedisConfiguration(mode: .cluster, seeds: cluster.seeds, host: "127.0.0.1", port: cluster.nodes[0].port)
             } else {
                 settings.redis.port = local.redis!.port
-                redis = RedisConfiguration(host: "127.0.0.1", port: local.redis!.port)
             }
+            let redis = WorkerRuntime.redisConfiguration(settings)
             let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,
                                                   properties: KafkaClientConfiguration.localTuning)
             let admin = try KafkaAdmin(client: client)
@@ -172,14 +170,5 @@ public func jsonObject(_ bytes: ArraySlice<UInt8>?) -> [String: Any] {
 
 /// Runs a program to completion; its exit status and combined standard output and error.
 public func runProgram(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    try LocalTools.run(path, arguments)
 }

@@ -11,16 +11,22 @@ struct CrashTests {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
     }
 
+    /// The CI size: 20k events produced at 2k/s through the built binary and the shipped journeys.
+    static func ciSize() throws -> CrashTestConfiguration {
+        try #require(FileManager.default.isExecutableFile(atPath: waymarkBinary), "build the waymark executable first (swift build)")
+        var config = CrashTestConfiguration(waymarkBinary: waymarkBinary, journeysDirectory: TestStack.repoRoot + "/config")
+        config.events = 20_000
+        config.produceRate = 2_000
+        return config
+    }
+
     @Test("kill -9 journey workers and senders 5 times each, pause Redis and the broker: no loss, no doubles, rules hold")
     func killAndPause() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
-        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: TestStack.repoRoot + "/config")
-        config.events = 20_000
+        var config = try Self.ciSize()
         config.journeyKills = 5
         config.senderKills = 5
         config.pauseRedis = .seconds(5)
         config.pauseBroker = .seconds(5)
-        config.produceRate = 2_000
         let report = try await CrashTest.run(config)
         print(report.render())
         #expect(report.kills == 5)
@@ -33,14 +39,11 @@ struct CrashTests {
 
     @Test("on a Redis Cluster with replicas: kill -9 journey workers, senders and a Redis master: no loss, no doubles, rules hold")
     func killOnCluster() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.waymarkBinary), "build the waymark executable first (swift build)")
-        var config = CrashTestConfiguration(waymarkBinary: Self.waymarkBinary, journeysDirectory: TestStack.repoRoot + "/config")
-        config.events = 20_000
+        var config = try Self.ciSize()
         config.journeyKills = 3
         config.senderKills = 3
         config.redisCluster = true
         config.pauseBroker = nil
-        config.produceRate = 2_000
         let report = try await CrashTest.run(config)
         print(report.render())
         #expect(report.kills == 3)
