@@ -4,7 +4,7 @@ import PackageDescription
 /// Waymark: omnichannel customer-journey orchestration on Kafka and Redis.
 ///
 /// Layers (each folder under Sources/ is one):
-/// - `CRdKafka`, `CHiredis`: system-library shims (pkg-config) for librdkafka ≥ 2.2 and hiredis.
+/// - `CRdKafka`, `CHiredis`: system-library shims (pkg-config) for librdkafka ≥ 2.2 and hiredis ≥ 1.2 with TLS.
 /// - `WaymarkThreads`: threads Waymark owns, so blocking C calls never run on the cooperative pool.
 /// - `WaymarkKafka`: producer, consumer and admin clients over librdkafka.
 /// - `WaymarkRedis`: pipelined Redis connection over hiredis, with EVALSHA script support.
@@ -50,7 +50,8 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
                        providers: [.apt(["librdkafka-dev (>= 2.2, built by deploy/scripts/setup.sh)"])]),
-        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis_ssl",
+                       providers: [.apt(["libhiredis-dev (>= 1.2 with TLS, built by deploy/scripts/setup.sh)"])]),
         .target(name: "WaymarkThreads", swiftSettings: strict),
         .target(
             name: "WaymarkHTTP",

@@ -71,6 +71,27 @@ public struct RedisSettings: Sendable {
     public var keyPrefix: String
     /// Customer shards (hash tags). Part of the data layout: never change it on a live deployment.
     public var shards: Int
+    /// TLS to Redis (`redis.tls`); `nil` speaks plain TCP.
+    public var tls: RedisTLSSettings? = nil
+}
+
+/// `redis.tls`: the server's certificate is always verified, chain and name.
+public struct RedisTLSSettings: Sendable, Equatable {
+    /// CA certificates (PEM) that sign the server's certificate; `nil` uses the system's store.
+    public var caFile: String?
+    /// Client certificate (PEM), for servers with `tls-auth-clients yes`; goes with ``keyFile``.
+    public var certificateFile: String?
+    /// The client certificate's private key (PEM).
+    public var keyFile: String?
+    /// Name the server's certificate must carry (and SNI); `nil` checks the host each node is reached at.
+    public var serverName: String?
+
+    public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, serverName: String? = nil) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.serverName = serverName
+    }
 }
 
 /// How journey workers, schedulers and senders behave (`worker:` in `config/waymark.yaml`).
@@ -236,7 +257,7 @@ public struct WaymarkSettings: Sendable {
 
         let redisNode = try reader.mapping(root["redis"] ?? Node.mapping(.init([])), "redis", allowed: [
             "host", "port", "username", "password_env", "password_file", "database", "connect_timeout_ms", "command_timeout_ms",
-            "key_prefix", "shards", "mode", "seeds", "wait_replicas", "wait_replicas_timeout_ms",
+            "key_prefix", "shards", "mode", "seeds", "wait_replicas", "wait_replicas_timeout_ms", "tls",
         ])
         var redis = RedisSettings(
             host: try reader.string(redisNode, "host", "redis", default: "127.0.0.1"),
@@ -274,6 +295,7 @@ public struct WaymarkSettings: Sendable {
         if redis.mode == "cluster" && redis.database != 0 {
             throw reader.fail(redisNode["database"], "redis.database", "must be 0 in cluster mode (Redis Cluster has one database)")
         }
+        redis.tls = try Self.redisTLS(redisNode, reader: reader, environment: environment)
         if let host = environment["WAYMARK_REDIS_HOST"], !host.isEmpty { redis.host = host }
         if let port = environment["WAYMARK_REDIS_PORT"] {
             guard let value = Int(port), (1...65_535).contains(value) else {
@@ -338,6 +360,60 @@ public struct WaymarkSettings: Sendable {
             concurrency: try reader.int(senderNode, "concurrency", "sender", default: 32, range: 1...1_024),
             claimStaleMilliseconds: try reader.int(senderNode, "claim_stale_ms", "sender", default: 30_000, range: 100...86_400_000))
         return WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: sender)
+    }
+
+    /// `redis.tls` (a mapping; `enabled: false` or no mapping means plain TCP), then the
+    /// `WAYMARK_REDIS_TLS*` environment overrides; every named file must be readable now.
+    static func redisTLS(_ redisNode: Node.Mapping, reader: ConfigReader,
+                         environment: [String: String]) throws -> RedisTLSSettings? {
+        var tls: RedisTLSSettings?
+        var node: Node.Mapping?
+        if let tlsNode = redisNode["tls"] {
+            let mapping = try reader.mapping(tlsNode, "redis.tls", allowed: ["enabled", "ca_file", "cert_file", "key_file", "server_name"])
+            node = mapping
+            if try reader.bool(mapping, "enabled", "redis.tls", default: true) {
+                tls = RedisTLSSettings(
+                    caFile: try reader.optionalString(mapping, "ca_file", "redis.tls"),
+                    certificateFile: try reader.optionalString(mapping, "cert_file", "redis.tls"),
+                    keyFile: try reader.optionalString(mapping, "key_file", "redis.tls"),
+                    serverName: try reader.optionalString(mapping, "server_name", "redis.tls"))
+            }
+        }
+        if let flag = environment["WAYMARK_REDIS_TLS"], !flag.isEmpty {
+            switch flag.lowercased() {
+            case "1", "true", "yes", "on": tls = tls ?? RedisTLSSettings()
+            case "0", "false", "no", "off": tls = nil
+            default:
+                throw ConfigError(file: "environment", line: 0, path: "WAYMARK_REDIS_TLS", problem: "'\(flag)' is not true or false")
+            }
+        }
+        let overrides: [(String, WritableKeyPath<RedisTLSSettings, String?>)] = [
+            ("WAYMARK_REDIS_TLS_CA_FILE", \.caFile), ("WAYMARK_REDIS_TLS_CERT_FILE", \.certificateFile),
+            ("WAYMARK_REDIS_TLS_KEY_FILE", \.keyFile), ("WAYMARK_REDIS_TLS_SERVER_NAME", \.serverName),
+        ]
+        for (variable, field) in overrides {
+            if let value = environment[variable], !value.isEmpty {
+                guard tls != nil else {
+                    throw ConfigError(file: "environment", line: 0, path: variable,
+                                      problem: "set, but TLS is off (add redis.tls or WAYMARK_REDIS_TLS=true)")
+                }
+                tls![keyPath: field] = value
+            }
+        }
+        guard let tls else { return nil }
+        func fail(_ key: String, _ problem: String) -> ConfigError {
+            reader.fail(node?[key] ?? node?.first?.key, "redis.tls.\(key)", problem)
+        }
+        if (tls.certificateFile == nil) != (tls.keyFile == nil) {
+            throw fail(tls.certificateFile == nil ? "key_file" : "cert_file", "cert_file and key_file go together: give both or neither")
+        }
+        for (key, path) in [("ca_file", tls.caFile), ("cert_file", tls.certificateFile), ("key_file", tls.keyFile)] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) {
+                throw fail(key, "'\(path)' is not a readable file")
+            }
+        }
+        if tls.serverName?.isEmpty == true { throw fail("server_name", "must not be empty") }
+        return tls
     }
 
     /// `host:port` with a non-empty host and a port in 1...65535.

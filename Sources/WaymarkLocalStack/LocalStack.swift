@@ -91,33 +91,48 @@ public final class LocalRedis: Sendable {
     public let port: Int
     /// The server process.
     public let process: ManagedProcess
+    /// The certificates when the server speaks TLS only (``port`` is then its TLS port).
+    public let certificates: LocalCertificates?
 
-    /// Starts a server and waits until it answers PING.
+    /// Starts a server and waits until it answers PING (or, over TLS, accepts connections).
     /// - Parameters:
     ///   - directory: working directory for logs (and the AOF when `appendOnly`).
     ///   - appendOnly: enable AOF with `appendfsync always` (durability tests).
     ///   - password: require AUTH with this password.
-    public static func start(in directory: URL, appendOnly: Bool = false, password: String? = nil) async throws -> LocalRedis {
+    ///   - tls: speak TLS only, with these certificates (`port 0`, `tls-port`).
+    ///   - requireClientCertificate: over TLS, refuse clients without a certificate from the same authority.
+    public static func start(in directory: URL, appendOnly: Bool = false, password: String? = nil,
+                             tls: LocalCertificates? = nil, requireClientCertificate: Bool = true) async throws -> LocalRedis {
         let executable = try LocalTools.redisServer()
         return try await onFreePort { port in
-            var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
-                        "--daemonize", "no", "--protected-mode", "yes"]
+            var args = ["--bind", "127.0.0.1", "--save", "", "--dir", directory.path, "--daemonize", "no", "--protected-mode", "yes"]
+            if let tls {
+                args += ["--port", "0", "--tls-port", "\(port)", "--tls-cert-file", tls.serverCertificate,
+                         "--tls-key-file", tls.serverKey, "--tls-ca-cert-file", tls.caFile,
+                         "--tls-auth-clients", requireClientCertificate ? "yes" : "no"]
+            } else {
+                args += ["--port", "\(port)"]
+            }
             args += appendOnly ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]
             if let password { args += ["--requirepass", password] }
-            let redis = LocalRedis(port: port, process: ManagedProcess(
+            let redis = LocalRedis(port: port, certificates: tls, process: ManagedProcess(
                 executable: executable, arguments: args, logFile: directory.appendingPathComponent("redis-\(port).log")))
             return (redis, redis.process, redis.launch)
         }
     }
 
-    private init(port: Int, process: ManagedProcess) {
+    private init(port: Int, certificates: LocalCertificates?, process: ManagedProcess) {
         self.port = port
+        self.certificates = certificates
         self.process = process
     }
 
     private func launch() async throws {
         try process.start()
+        let tls = certificates != nil
         try await waitUntil(server: "redis-server", port: port, process: process) {
+            // A TLS port is serving once it accepts connections (a plain PING would only be dropped).
+            if tls { return LoopbackNetwork.exchange(port: self.port, request: nil) != nil }
             // Any RESP reply (+PONG, or -NOAUTH when a password is set) means it is serving.
             guard let reply = LoopbackNetwork.exchange(port: self.port, request: Array("PING\r\n".utf8)) else { return false }
             return reply.first == UInt8(ascii: "+") || reply.first == UInt8(ascii: "-")
@@ -219,16 +234,19 @@ public final class LocalStack: Sendable {
     public let directory: URL
 
     /// Starts the requested servers (both by default). With `cluster`, a Redis Cluster of that shape
-    /// is started instead of the single Redis server.
+    /// is started instead of the single Redis server. With `redisTLS`, the single server speaks TLS
+    /// only and requires a client certificate, all from a throw-away authority in the stack's directory.
     public static func start(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
-                             cluster: LocalRedisCluster.Shape? = nil,
+                             cluster: LocalRedisCluster.Shape? = nil, redisTLS: Bool = false,
                              logger: Logger = Logger(label: "waymark.localstack")) async throws -> LocalStack {
         let reaped = OrphanRegistry.reap()
         if !reaped.isEmpty { logger.notice("reaped orphaned local servers", metadata: ["pids": "\(reaped)"]) }
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("waymark-stack-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let localRedis = redis && cluster == nil ? try await LocalRedis.start(in: directory, appendOnly: redisAppendOnly) : nil
+        let certificates = redisTLS ? try LocalCertificates.make(in: directory.appendingPathComponent("tls")) : nil
+        let localRedis = redis && cluster == nil
+            ? try await LocalRedis.start(in: directory, appendOnly: redisAppendOnly, tls: certificates) : nil
         let localCluster: LocalRedisCluster?
         let localKafka: LocalKafka?
         do {
@@ -277,9 +295,10 @@ public final class LocalStack: Sendable {
 
     /// Runs `body` with a fresh stack and always stops it afterwards.
     public static func with<T>(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
-                               cluster: LocalRedisCluster.Shape? = nil,
+                               cluster: LocalRedisCluster.Shape? = nil, redisTLS: Bool = false,
                                _ body: (LocalStack) async throws -> T) async throws -> T {
-        let stack = try await start(redis: redis, kafka: kafka, redisAppendOnly: redisAppendOnly, cluster: cluster)
+        let stack = try await start(redis: redis, kafka: kafka, redisAppendOnly: redisAppendOnly, cluster: cluster,
+                                    redisTLS: redisTLS)
         do {
             let result = try await body(stack)
             stack.stop()

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How a ``RedisConnection`` reaches and prepares its server.
 ///
 /// Every field has a default suited to a local server; production code usually sets
@@ -14,8 +16,35 @@ public struct RedisConfiguration: Sendable, Equatable {
         case cluster
     }
 
+    /// TLS to the server (or to every cluster node): whom to trust and what to present.
+    public struct TLS: Sendable, Equatable {
+        /// PEM file of the certificate authorities that may sign the server's certificate;
+        /// `nil` trusts the system's store (right for managed services with public certificates).
+        public var caFile: String?
+        /// PEM client certificate (chain) for servers that require one (`tls-auth-clients yes`).
+        public var certificateFile: String?
+        /// PEM private key of ``certificateFile``.
+        public var keyFile: String?
+        /// Name the server's certificate must carry, also sent as SNI. `nil` checks each server
+        /// against the host it is reached at (``RedisConfiguration/host``, or a cluster node's
+        /// address from the slot map); set it when nodes are reached by IP but certified by name.
+        public var serverName: String?
+
+        /// Creates TLS settings; every parameter defaults to `nil`.
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil,
+                    serverName: String? = nil) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+            self.serverName = serverName
+        }
+    }
+
     /// Standalone server or Redis Cluster.
     public var mode: Mode
+    /// TLS settings; `nil` speaks plain TCP. The server's certificate is always verified
+    /// (chain and name): there is deliberately no switch to turn verification off.
+    public var tls: TLS?
     /// Further cluster nodes (`host:port`) to read the slot map from when ``host``:``port`` does not
     /// answer. Ignored in standalone mode.
     public var seeds: [String]
@@ -65,6 +94,7 @@ public struct RedisConfiguration: Sendable, Equatable {
     ///   - maxReconnectBackoff: longest pause between attempts (default 1 s).
     ///   - replicaAcknowledgements: replicas that must acknowledge writes (`WAIT`; default 0: none).
     ///   - replicaAcknowledgementTimeout: how long `WAIT` waits (default 500 ms).
+    ///   - tls: TLS settings (default `nil`: plain TCP).
     public init(
         mode: Mode = .standalone,
         seeds: [String] = [],
@@ -79,8 +109,10 @@ public struct RedisConfiguration: Sendable, Equatable {
         reconnectBackoff: Duration = .milliseconds(50),
         maxReconnectBackoff: Duration = .seconds(1),
         replicaAcknowledgements: Int = 0,
-        replicaAcknowledgementTimeout: Duration = .milliseconds(500)
+        replicaAcknowledgementTimeout: Duration = .milliseconds(500),
+        tls: TLS? = nil
     ) {
+        self.tls = tls
         self.replicaAcknowledgements = replicaAcknowledgements
         self.replicaAcknowledgementTimeout = replicaAcknowledgementTimeout
         self.mode = mode
@@ -117,6 +149,20 @@ public struct RedisConfiguration: Sendable, Equatable {
         if replicaAcknowledgements < 0 { throw invalid("replicaAcknowledgements must be >= 0, got \(replicaAcknowledgements)") }
         if replicaAcknowledgementTimeout <= .zero { throw invalid("replicaAcknowledgementTimeout must be positive") }
         if mode == .cluster && database != 0 { throw invalid("Redis Cluster has only database 0, got \(database)") }
+        if let tls {
+            if (tls.certificateFile == nil) != (tls.keyFile == nil) {
+                throw invalid("TLS client certificate and key go together: give both or neither")
+            }
+            for (name, path) in [("CA file", tls.caFile), ("client certificate", tls.certificateFile),
+                                 ("client key", tls.keyFile)] {
+                if let path, !FileManager.default.isReadableFile(atPath: path) {
+                    throw invalid("TLS \(name) '\(path)' is not a readable file")
+                }
+            }
+            if let serverName = tls.serverName, serverName.isEmpty || serverName.utf8.contains(0) {
+                throw invalid("TLS server name must be non-empty without NUL bytes")
+            }
+        }
         for seed in seeds where Self.parseEndpoint(seed) == nil {
             throw invalid("seed '\(seed)' is not host:port with a port in 1...65535")
         }

@@ -14,6 +14,8 @@ final class RedisDriver: @unchecked Sendable {
     private let logger: Logger
     private var context: UnsafeMutablePointer<redisContext>?
     private var hasConnected = false
+    /// OpenSSL client context (`SSL_CTX *`), built from ``RedisConfiguration/tls`` on the first TLS connect.
+    private var tlsContext: OpaquePointer?
 
     init(configuration: RedisConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -22,9 +24,12 @@ final class RedisDriver: @unchecked Sendable {
         self.logger = logger
     }
 
-    deinit { disconnect() }
+    deinit {
+        disconnect()
+        if let tlsContext { SSL_CTX_free(tlsContext) }
+    }
 
-    /// Blocks SIGPIPE on the calling (owned) thread: hiredis 0.14 uses `write(2)`, and a write to a
+    /// Blocks SIGPIPE on the calling (owned) thread: hiredis (and OpenSSL under it) use `write(2)`, and a write to a
     /// socket the server closed must become `EPIPE` (a typed error), not a process-killing signal.
     static func blockSIGPIPEOnCurrentThread() {
         var set = sigset_t()
@@ -231,7 +236,7 @@ final class RedisDriver: @unchecked Sendable {
                 return
             } catch {
                 lastError = error
-                if error.kind == .authFailed || error.kind == .invalidArgument { throw error }
+                if error.kind == .authFailed || error.kind == .invalidArgument || error.kind == .tlsFailed { throw error }
                 logger.debug("connect attempt failed", metadata: [
                     "redis.attempt": "\(attempt)", "error.kind": "\(error.kind.rawValue)", "error.message": "\(error.message)",
                 ])
@@ -254,7 +259,8 @@ final class RedisDriver: @unchecked Sendable {
         return ready != 0  // > 0: readable/hangup/error while idle; < 0: the descriptor is unusable
     }
 
-    /// One attempt: TCP connect with timeout, socket timeouts, keep-alive, then AUTH and SELECT in one round trip.
+    /// One attempt: TCP connect with timeout, TLS handshake when configured, socket timeouts,
+    /// keep-alive, then AUTH and SELECT (and PING over TLS) in one round trip.
     private func connectOnce() throws(RedisError) {
         let endpoint = configuration.endpoint
         guard let context = redisConnectWithTimeout(configuration.host, Int32(configuration.port),
@@ -265,6 +271,16 @@ final class RedisDriver: @unchecked Sendable {
             let text = Self.errorText(context)
             redisFree(context)
             throw RedisError(.connectFailed, text, endpoint: endpoint)
+        }
+        if let tls = configuration.tls {
+            // The handshake's reads and writes are bounded by the connect timeout; command timeouts follow.
+            _ = redisSetTimeout(context, configuration.connectTimeout.timeval)
+            do {
+                try startTLS(context, tls)
+            } catch {
+                redisFree(context)
+                throw error
+            }
         }
         let timeout = configuration.commandTimeout?.timeval ?? timeval(tv_sec: 0, tv_usec: 0)
         if redisSetTimeout(context, timeout) != REDIS_OK {
@@ -283,15 +299,53 @@ final class RedisDriver: @unchecked Sendable {
             setup.append(auth)
         }
         if configuration.database != 0 { setup.append(RedisCommand("SELECT", configuration.database)) }
+        // A TLS 1.3 server sends its session tickets after the handshake. Unread, they would make the idle
+        // socket readable, which ``peerHasClosed(_:)`` takes for a closed connection: one round trip now
+        // consumes them.
+        if configuration.tls != nil { setup.append(RedisCommand("PING")) }
         guard !setup.isEmpty else { return }
 
-        let replies = try roundTrip(setup, indices: setup.indices)
+        let replies: [RedisReply]
+        do {
+            replies = try roundTrip(setup, indices: setup.indices)
+        } catch where configuration.tls != nil && error.kind == .connectionLost {
+            // OpenSSL's client finishes a TLS 1.3 handshake before the server has checked the client's
+            // certificate: a refusal shows up as the first read failing. Say what that usually means.
+            throw RedisError(.connectFailed, "\(error.message); the server closed the TLS connection right after the handshake: "
+                             + "it probably requires a client certificate it did not get or does not trust (redis.tls cert_file, key_file)",
+                             endpoint: endpoint, command: error.command)
+        }
         for (command, reply) in zip(setup, replies) {
             guard case .error(let message) = reply else { continue }
             disconnect()
             if command.name == "AUTH" { throw RedisError(.authFailed, message, endpoint: endpoint, command: "AUTH") }
             throw RedisError(.connectFailed, "SELECT \(configuration.database) refused: \(message)",
                              endpoint: endpoint, command: "SELECT")
+        }
+    }
+}
+
+extension RedisDriver {
+    /// Runs the TLS handshake on a freshly connected context, verifying the server's certificate chain
+    /// against the configured CA and its name against ``RedisConfiguration/TLS/serverName`` (or the host).
+    private func startTLS(_ context: UnsafeMutablePointer<redisContext>, _ tls: RedisConfiguration.TLS) throws(RedisError) {
+        var message = [CChar](repeating: 0, count: 512)
+        func text() -> String { String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        if tlsContext == nil {
+            tlsContext = waymark_tls_context(tls.caFile, tls.certificateFile, tls.keyFile, &message, message.count)
+            guard tlsContext != nil else {
+                throw RedisError(.tlsFailed, text(), endpoint: configuration.endpoint)
+            }
+        }
+        let serverName = tls.serverName ?? configuration.host
+        switch waymark_redis_start_tls(context, tlsContext, serverName, &message, message.count) {
+        case Int32(WAYMARK_TLS_OK):
+            return
+        case Int32(WAYMARK_TLS_NOT_TRUSTED):
+            throw RedisError(.tlsFailed, "\(text()) (expected a certificate for '\(serverName)' signed by \(tls.caFile.map { "'\($0)'" } ?? "the system's CA store"))",
+                             endpoint: configuration.endpoint)
+        default:
+            throw RedisError(.connectFailed, text(), endpoint: configuration.endpoint)
         }
     }
 }

@@ -11,6 +11,9 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case connectFailed
         /// The server refused `AUTH`. Not retried: a wrong password does not fix itself.
         case authFailed
+        /// TLS could not be set up or the server's certificate was refused (untrusted chain, expired,
+        /// or not naming the server). Not retried: the message says which, in OpenSSL's words.
+        case tlsFailed
         /// The connection broke while a call was in flight. The call's commands may have been
         /// applied fully, partly or not at all. The next call reconnects.
         case connectionLost

@@ -55,7 +55,11 @@ public struct WorkerRuntime: Sendable {
             connectTimeout: .milliseconds(settings.redis.connectTimeoutMilliseconds),
             commandTimeout: .milliseconds(settings.redis.commandTimeoutMilliseconds),
             replicaAcknowledgements: settings.redis.waitReplicas,
-            replicaAcknowledgementTimeout: .milliseconds(settings.redis.waitReplicasTimeoutMilliseconds))
+            replicaAcknowledgementTimeout: .milliseconds(settings.redis.waitReplicasTimeoutMilliseconds),
+            tls: settings.redis.tls.map {
+                RedisConfiguration.TLS(caFile: $0.caFile, certificateFile: $0.certificateFile, keyFile: $0.keyFile,
+                                       serverName: $0.serverName)
+            })
     }
 
     /// Runs `services` until they stop (signal, failure, or all done). `ready` says whether the

@@ -107,4 +107,39 @@ struct SettingsTests {
         #expect(problem("redis:\n  password_file: /nonexistent/secret\n").contains("cannot read"))
         #expect(problem("", environment: ["WAYMARK_METRICS_PORT": "http"]).contains("not a port"))
     }
+
+    @Test("redis.tls: files are read and checked at start-up, cert and key go together, the environment can turn TLS on and point at files")
+    func redisTLS() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("waymark-tls-settings-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in ["ca.crt", "client.crt", "client.key"] {
+            try "pem".write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        let ca = dir.appendingPathComponent("ca.crt").path, cert = dir.appendingPathComponent("client.crt").path
+        let key = dir.appendingPathComponent("client.key").path
+        let full = try WaymarkSettings.parse(
+            "redis:\n  tls:\n    ca_file: \(ca)\n    cert_file: \(cert)\n    key_file: \(key)\n    server_name: redis.internal\n", file: "w.yaml")
+        #expect(full.redis.tls == RedisTLSSettings(caFile: ca, certificateFile: cert, keyFile: key, serverName: "redis.internal"))
+        #expect(try WaymarkSettings.parse("", file: "w.yaml").redis.tls == nil)
+        // `tls: {}` trusts the system store; `enabled: false` keeps the block but speaks plain TCP.
+        #expect(try WaymarkSettings.parse("redis:\n  tls: {}\n", file: "w.yaml").redis.tls == RedisTLSSettings())
+        #expect(try WaymarkSettings.parse("redis:\n  tls: { enabled: false, ca_file: /nope }\n", file: "w.yaml").redis.tls == nil)
+        let fromEnvironment = try WaymarkSettings.parse("", file: "w.yaml", environment: [
+            "WAYMARK_REDIS_TLS": "true", "WAYMARK_REDIS_TLS_CA_FILE": ca, "WAYMARK_REDIS_TLS_SERVER_NAME": "r.example",
+        ])
+        #expect(fromEnvironment.redis.tls == RedisTLSSettings(caFile: ca, serverName: "r.example"))
+        #expect(try WaymarkSettings.parse("redis:\n  tls: {}\n", file: "w.yaml", environment: ["WAYMARK_REDIS_TLS": "off"]).redis.tls == nil)
+
+        func problem(_ yaml: String, environment: [String: String] = [:]) -> String {
+            do { _ = try WaymarkSettings.parse(yaml, file: "w.yaml", environment: environment); return "accepted" } catch { return "\(error)" }
+        }
+        let missing = problem("redis:\n  tls:\n    ca_file: /nonexistent/ca.crt\n")
+        #expect(missing.contains("redis.tls.ca_file") && missing.contains("not a readable file") && missing.contains("w.yaml:3"), "\(missing)")
+        #expect(problem("redis:\n  tls:\n    cert_file: \(cert)\n").contains("go together"))
+        #expect(problem("redis:\n  tls:\n    verify: false\n").contains("unknown setting"))
+        #expect(problem("redis:\n  tls: { server_name: '' }\n").contains("must not be empty"))
+        #expect(problem("", environment: ["WAYMARK_REDIS_TLS": "maybe"]).contains("not true or false"))
+        #expect(problem("", environment: ["WAYMARK_REDIS_TLS_CA_FILE": ca]).contains("TLS is off"))
+    }
 }

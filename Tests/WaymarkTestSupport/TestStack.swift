@@ -52,13 +52,16 @@ public struct TestStack: Sendable {
         case standalone
         /// A local Redis Cluster of three masters (`redis.mode: cluster`).
         case cluster
+        /// One `redis-server` speaking TLS only and requiring a client certificate (`redis.tls`),
+        /// with a throw-away authority made by `openssl`.
+        case tls
     }
 
     /// Starts a stack, runs `body`, stops the stack (also when `body` throws).
     public static func with(_ preset: Preset = .workers, extraYAML: String = "", redis topology: RedisTopology = .standalone,
                             _ body: (TestStack) async throws -> Void) async throws {
         let shape = topology == .cluster ? LocalRedisCluster.Shape(masters: 3) : nil
-        try await LocalStack.with(cluster: shape) { local in
+        try await LocalStack.with(cluster: shape, redisTLS: topology == .tls) { local in
             var settings = try WaymarkSettings.parse(preset.yaml + extraYAML, file: "test.yaml")
             settings.kafka.bootstrapServers = local.kafka!.bootstrapServers
             if let cluster = local.cluster {
@@ -67,6 +70,10 @@ public struct TestStack: Sendable {
                 settings.redis.seeds = cluster.seeds
             } else {
                 settings.redis.port = local.redis!.port
+            }
+            if let certificates = local.redis?.certificates {
+                settings.redis.tls = RedisTLSSettings(caFile: certificates.caFile, certificateFile: certificates.clientCertificate,
+                                                      keyFile: certificates.clientKey)
             }
             let redis = WorkerRuntime.redisConfiguration(settings)
             let client = KafkaClientConfiguration(bootstrapServers: settings.kafka.bootstrapServers,

