@@ -37,6 +37,7 @@ bench: setup
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --customers 200000 --events 400000 --label "sparse, ~2 touchpoints per customer"
 	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 2 --redis-cluster --label "retail day, 3-master Redis Cluster"
+	MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 1 --redis-tls --label "retail day, Redis over TLS"
 	for n in 1 2 3; do MALLOC_ARENA_MAX=2 "$(BIN_RELEASE)/waymark-bench" journey --runs 1 --workers $$n --latency-seconds 0 --label "scale-out, $$n workers" || exit 1; done
 	"$(BIN_RELEASE)/waymark-bench" pipeline
 	"$(BIN_RELEASE)/waymark-bench" replay

@@ -32,6 +32,7 @@ struct Journey: AsyncParsableCommand {
               waymark-bench journey                                   # retail day, ~8 touchpoints per customer
               waymark-bench journey --customers 200000 --events 400000 --label sparse   # ~2 per customer
               waymark-bench journey --runs 1 --redis-cluster --label cluster            # Redis as a 3-master cluster
+              waymark-bench journey --runs 1 --redis-tls --label tls                    # Redis over TLS
               waymark-bench journey --runs 1 --workers 3 --latency-seconds 0 --label scale-out   # 3 worker processes
               waymark-bench journey --runs 1 --latency-seconds 5
             """)
@@ -48,6 +49,8 @@ struct Journey: AsyncParsableCommand {
     @Option(help: "Journey worker processes sharing the partitions (scale-out; peak RSS is the largest one's).") var workers = 1
     @Flag(help: "Run Redis as a local 3-master Redis Cluster instead of one server (on one box: the cluster path's overhead, not its scale-out).")
     var redisCluster = false
+    @Flag(help: "Speak TLS to Redis (a TLS-only server or cluster with client certificates from a throw-away CA): TLS's cost, ceilings measured over TLS too.")
+    var redisTls = false
 
     func run() async throws {
         bootstrapBenchLogging()
@@ -76,17 +79,21 @@ struct Journey: AsyncParsableCommand {
     }
 
     func once(customers: Int) async throws -> RunResult {
-        let stack = try await LocalStack.start(cluster: redisCluster ? .init(masters: 3) : nil)
+        let stack = try await LocalStack.start(cluster: redisCluster ? .init(masters: 3) : nil, redisTLS: redisTls)
         defer { stack.stop() }
-        let redis = stack.cluster.map { RedisConfiguration(mode: .cluster, seeds: $0.seeds, host: "127.0.0.1", port: $0.nodes[0].port) }
-            ?? RedisConfiguration(host: "127.0.0.1", port: stack.redis!.port)
+        let certificates = stack.redis?.certificates ?? stack.cluster?.certificates
+        let tls = certificates.map {
+            RedisConfiguration.TLS(caFile: $0.caFile, certificateFile: $0.clientCertificate, keyFile: $0.clientKey)
+        }
+        let redis = stack.cluster.map { RedisConfiguration(mode: .cluster, seeds: $0.seeds, host: "127.0.0.1", port: $0.nodes[0].port, tls: tls) }
+            ?? RedisConfiguration(host: "127.0.0.1", port: stack.redis!.port, tls: tls)
         let redisPIDs = stack.cluster.map { $0.nodes.map(\.process.pid) } ?? [stack.redis!.process.pid]
         let configFile = stack.directory.appendingPathComponent("waymark.yaml")
         try LocalSettings.write(
             to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: redis.port,
             topics: ["touchpoints: { partitions: \(partitions) }", "customers: { partitions: \(partitions) }"],
             sections: "worker:\n  max_batch: \(batch)\n  poll_timeout_ms: 5\n  metrics_port: 0\n",
-            clusterSeeds: stack.cluster?.seeds ?? [])
+            clusterSeeds: stack.cluster?.seeds ?? [], tls: certificates)
         let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
 
         // A recent day (live processing judges timestamps against the wall clock).
@@ -263,7 +270,7 @@ struct Journey: AsyncParsableCommand {
             let range = values.count > 1 ? " (min \(String(format: format, s.min)), max \(String(format: format, s.max)), \(values.count) runs)" : ""
             return "\(name): \(String(format: format, s.median)) \(unit)\(range)"
         }
-        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch), \(workers) worker\(workers == 1 ? "" : "s") on \(partitions) partitions, redis \(redisCluster ? "3-master cluster" : "one server")]"
+        let tag = "[\(label): \(events) touchpoints, \(customers) customers, batch \(batch), \(workers) worker\(workers == 1 ? "" : "s") on \(partitions) partitions, redis \(redisCluster ? "3-master cluster" : "one server")\(redisTls ? " over TLS" : "")]"
         print("\nHEADLINES \(tag)")
         var lines: [String] = []
         lines.append(line("ceiling kafka consume", runs.map(\.consumeCeiling), unit: "records/s"))
@@ -440,7 +447,7 @@ struct RedisFootprint {
         var total = RedisFootprint(usedMemory: -emptyMemory, customers: 0, keys: 0, stateBytes: 0)
         for master in masters {
             guard let (host, port) = RedisConfiguration.parseEndpoint(master) else { continue }
-            let node = RedisConfiguration(host: host, port: port)
+            let node = RedisConfiguration(host: host, port: port, password: redis.password, tls: redis.tls)
             let one = try await measureNode(node)
             total.usedMemory += try await usedMemory(node)
             total.customers += one.customers

@@ -34,18 +34,29 @@ public final class LocalRedisCluster: Sendable {
     public let nodes: [Node]
     /// How many of ``nodes`` were created as masters.
     public let masterCount: Int
+    /// The certificates when the nodes speak TLS only (clients, cluster bus and replication;
+    /// client certificates required). Node ports are then TLS ports.
+    public let certificates: LocalCertificates?
 
     /// Seeds for `redis.seeds`: every node's `127.0.0.1:port`.
     public var seeds: [String] { nodes.map(\.endpoint) }
 
-    private init(nodes: [Node], masterCount: Int) {
+    private init(nodes: [Node], masterCount: Int, certificates: LocalCertificates?) {
         self.nodes = nodes
         self.masterCount = masterCount
+        self.certificates = certificates
     }
 
-    /// Starts the nodes, joins them into a cluster and waits until every slot is served.
+    /// `redis-cli` options to reach the nodes: TLS with the client certificate, or none.
+    private static func cliTLSArguments(_ certificates: LocalCertificates?) -> [String] {
+        guard let certificates else { return [] }
+        return ["--tls", "--cacert", certificates.caFile, "--cert", certificates.clientCertificate, "--key", certificates.clientKey]
+    }
+
+    /// Starts the nodes, joins them into a cluster and waits until every slot is served. With
+    /// `tls`, every node speaks TLS only, to clients and to each other.
     public static func start(in directory: URL, masters: Int = 3, replicasPerMaster: Int = 0,
-                             nodeTimeout: Duration = .seconds(1)) async throws -> LocalRedisCluster {
+                             nodeTimeout: Duration = .seconds(1), tls: LocalCertificates? = nil) async throws -> LocalRedisCluster {
         let executable = try LocalTools.redisServer()
         let total = masters * (1 + replicasPerMaster)
         var nodes: [Node] = []
@@ -54,8 +65,14 @@ public final class LocalRedisCluster: Sendable {
             for port in try freeClusterPorts(total) {
                 let nodeDirectory = directory.appendingPathComponent("cluster-\(port)")
                 try FileManager.default.createDirectory(at: nodeDirectory, withIntermediateDirectories: true)
-                let process = ManagedProcess(executable: executable, arguments: [
-                    "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                // Over TLS the cluster bus (tls-port + 10000) and replication use TLS too.
+                let listen = tls.map {
+                    ["--port", "0", "--tls-port", "\(port)", "--tls-cluster", "yes", "--tls-replication", "yes",
+                     "--tls-cert-file", $0.serverCertificate, "--tls-key-file", $0.serverKey, "--tls-ca-cert-file", $0.caFile,
+                     "--tls-auth-clients", "yes"]
+                } ?? ["--port", "\(port)"]
+                let process = ManagedProcess(executable: executable, arguments: listen + [
+                    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", nodeDirectory.path, "--daemonize", "no", "--protected-mode", "yes",
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", "\(timeoutMs)",
@@ -63,13 +80,13 @@ public final class LocalRedisCluster: Sendable {
                 try process.start()
                 nodes.append(Node(port: port, process: process))
             }
+            let cluster = LocalRedisCluster(nodes: nodes, masterCount: masters, certificates: tls)
             for node in nodes {
-                try await waitFor("redis-server (cluster node)", node) { reply in reply.first == UInt8(ascii: "+") }
+                try await cluster.waitFor("redis-server (cluster node)", node, command: ["PING"]) { $0.hasPrefix("PONG") || $0.hasPrefix("+PONG") }
             }
-            _ = try await cli(["--cluster", "create"] + nodes.map(\.endpoint)
+            _ = try await cli(cliTLSArguments(tls) + ["--cluster", "create"] + nodes.map(\.endpoint)
                               + ["--cluster-replicas", "\(replicasPerMaster)", "--cluster-yes"],
                               log: directory.appendingPathComponent("cluster-create.log"))
-            let cluster = LocalRedisCluster(nodes: nodes, masterCount: masters)
             try await cluster.waitUntilHealthy()
             return cluster
         } catch {
@@ -82,19 +99,18 @@ public final class LocalRedisCluster: Sendable {
     /// master is up (its initial sync done: until then it cannot acknowledge writes).
     public func waitUntilHealthy(timeout: Duration = .seconds(30)) async throws {
         for node in nodes where node.process.isRunning {
-            try await Self.waitFor("redis cluster state", node, request: "CLUSTER INFO\r\n", timeout: timeout) { reply in
-                String(decoding: reply, as: UTF8.self).contains("cluster_state:ok")
+            try await waitFor("redis cluster state", node, command: ["CLUSTER", "INFO"], timeout: timeout) { text in
+                text.contains("cluster_state:ok")
             }
-            try await Self.waitFor("redis replication", node, request: "INFO replication\r\n", timeout: timeout) { reply in
-                let text = String(decoding: reply, as: UTF8.self)
-                return text.contains("role:master") || text.contains("master_link_status:up")
+            try await waitFor("redis replication", node, command: ["INFO", "replication"], timeout: timeout) { text in
+                text.contains("role:master") || text.contains("master_link_status:up")
             }
         }
     }
 
     /// The node's cluster id (`CLUSTER MYID`).
     public func nodeID(_ node: Node) async throws -> String {
-        try await Self.cli(["-h", "127.0.0.1", "-p", "\(node.port)", "CLUSTER", "MYID"], log: nil)
+        try await cli(["-h", "127.0.0.1", "-p", "\(node.port)", "CLUSTER", "MYID"])
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -105,15 +121,15 @@ public final class LocalRedisCluster: Sendable {
     @discardableResult
     public func reshard(slots: Int, from source: Node, to target: Node) async throws -> String {
         let from = try await nodeID(source), to = try await nodeID(target)
-        return try await Self.cli(["--cluster", "reshard", source.endpoint, "--cluster-from", from, "--cluster-to", to,
-                                   "--cluster-slots", "\(slots)", "--cluster-yes", "--cluster-pipeline", "10"], log: nil)
+        return try await cli(["--cluster", "reshard", source.endpoint, "--cluster-from", from, "--cluster-to", to,
+                              "--cluster-slots", "\(slots)", "--cluster-yes", "--cluster-pipeline", "10"])
     }
 
     /// The master serving `slot`, from `CLUSTER NODES` of the first running node (one line per node:
     /// `id ip:port@bus flags master … slot-range…`).
     public func owner(of slot: Int) async throws -> Node {
         let asked = nodes.first { $0.process.isRunning } ?? nodes[0]
-        let text = try await Self.cli(["-h", "127.0.0.1", "-p", "\(asked.port)", "CLUSTER", "NODES"], log: nil)
+        let text = try await cli(["-h", "127.0.0.1", "-p", "\(asked.port)", "CLUSTER", "NODES"])
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count > 8, fields[2].contains("master"), !fields[2].contains("fail"),
@@ -138,7 +154,7 @@ public final class LocalRedisCluster: Sendable {
         guard source.port != target.port else { return 0 }
         let from = try await nodeID(source), to = try await nodeID(target)
         func on(_ node: Node, _ arguments: [String]) async throws -> String {
-            try await Self.cli(["-h", "127.0.0.1", "-p", "\(node.port)"] + arguments, log: nil)
+            try await cli(["-h", "127.0.0.1", "-p", "\(node.port)"] + arguments)
         }
         _ = try await on(target, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", from])
         _ = try await on(source, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", to])
@@ -164,6 +180,11 @@ public final class LocalRedisCluster: Sendable {
         return moved
     }
 
+    /// Runs `redis-cli` against this cluster's nodes (over TLS when it speaks TLS).
+    public func cli(_ arguments: [String]) async throws -> String {
+        try await Self.cli(Self.cliTLSArguments(certificates) + arguments, log: nil)
+    }
+
     /// Runs `redis-cli` with `arguments` off the cooperative pool; its output, or an error with it.
     static func cli(_ arguments: [String], log: URL?) async throws -> String {
         let executable = try LocalTools.find("redis-cli", env: "WAYMARK_REDIS_CLI", extra: [URL(fileURLWithPath: "/usr/bin/redis-cli")])
@@ -183,13 +204,22 @@ public final class LocalRedisCluster: Sendable {
         for node in nodes { node.process.stop() }
     }
 
-    private static func waitFor(_ what: String, _ node: Node, request: String = "PING\r\n", timeout: Duration = .seconds(15),
-                                _ ready: @escaping @Sendable ([UInt8]) -> Bool) async throws {
+    /// Waits until `command`'s answer from `node` satisfies `ready` (a plain-TCP exchange, or `redis-cli` over TLS).
+    private func waitFor(_ what: String, _ node: Node, command: [String], timeout: Duration = .seconds(15),
+                         _ ready: @escaping @Sendable (String) -> Bool) async throws {
         let start = ContinuousClock.now
+        let request = Array((command.joined(separator: " ") + "\r\n").utf8)
         while ContinuousClock.now - start < timeout {
             if !node.process.isRunning { break }
             let port = node.port
-            let ok = await Task.detached { LoopbackNetwork.exchange(port: port, request: Array(request.utf8)).map(ready) ?? false }.value
+            let ok: Bool
+            if certificates != nil {
+                ok = (try? await cli(["-h", "127.0.0.1", "-p", "\(port)"] + command)).map(ready) ?? false
+            } else {
+                ok = await Task.detached {
+                    LoopbackNetwork.exchange(port: port, request: request).map { ready(String(decoding: $0, as: UTF8.self)) } ?? false
+                }.value
+            }
             if ok { return }
             try await Task.sleep(for: .milliseconds(50))
         }

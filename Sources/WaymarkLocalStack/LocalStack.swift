@@ -234,8 +234,9 @@ public final class LocalStack: Sendable {
     public let directory: URL
 
     /// Starts the requested servers (both by default). With `cluster`, a Redis Cluster of that shape
-    /// is started instead of the single Redis server. With `redisTLS`, the single server speaks TLS
-    /// only and requires a client certificate, all from a throw-away authority in the stack's directory.
+    /// is started instead of the single Redis server. With `redisTLS`, the server (or every cluster
+    /// node) speaks TLS only and requires a client certificate, all from a throw-away authority in
+    /// the stack's directory.
     public static func start(redis: Bool = true, kafka: Bool = true, redisAppendOnly: Bool = false,
                              cluster: LocalRedisCluster.Shape? = nil, redisTLS: Bool = false,
                              logger: Logger = Logger(label: "waymark.localstack")) async throws -> LocalStack {
@@ -252,7 +253,7 @@ public final class LocalStack: Sendable {
         do {
             if let cluster {
                 localCluster = try await LocalRedisCluster.start(in: directory, masters: cluster.masters,
-                                                                 replicasPerMaster: cluster.replicasPerMaster)
+                                                                 replicasPerMaster: cluster.replicasPerMaster, tls: certificates)
             } else {
                 localCluster = nil
             }

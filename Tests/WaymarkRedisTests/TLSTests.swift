@@ -143,4 +143,41 @@ struct TLSTests {
             #expect(error?.message.contains("TLS handshake failed") == true, "\(String(describing: error))")
         }
     }
+
+    @Test("a TLS-only cluster: routed pipelines and MOVED over TLS; nodes checked by address, or by a name; a wrong name refused")
+    func cluster() async throws {
+        try await LocalStack.with(kafka: false, cluster: .init(masters: 3), redisTLS: true) { stack in
+            let cluster = try #require(stack.cluster)
+            let certificates = try #require(cluster.certificates)
+            let tls = RedisConfiguration.TLS(caFile: certificates.caFile, certificateFile: certificates.clientCertificate,
+                                             keyFile: certificates.clientKey)
+            let config = RedisConfiguration(mode: .cluster, host: "127.0.0.1", port: cluster.nodes[0].port, tls: tls)
+            let redis = try await RedisConnection.connect(config)
+            let keys = (0..<1_000).map { "tls:\($0)" }
+            #expect(try await redis.pipeline(keys.map { RedisCommand("SET", $0, $0) }).allSatisfy { $0 == .status("OK") })
+            #expect(try await redis.pipeline(keys.map { RedisCommand("GET", $0) }) == keys.map { .bulk(Array($0.utf8)) })
+            let sizes = try await redis.sendToEveryMaster("DBSIZE")
+            #expect(sizes.count == 3 && sizes.allSatisfy { ($0.reply.integer ?? 0) > 200 })
+
+            // A slot moved behind the client's back (MIGRATE between TLS nodes): MOVED, followed over TLS.
+            let slot = ClusterSlot.of("tls:7")
+            let owner = try await cluster.owner(of: slot)
+            let target = try #require(cluster.nodes.first { $0.port != owner.port })
+            #expect(try await cluster.moveSlot(slot, to: target) > 0)
+            #expect(try await redis.send("GET", "tls:7").string == "tls:7")
+            #expect(redis.clusterStatistics.moved >= 1)
+            await redis.close()
+
+            // The node certificates carry DNS:localhost as well: checked by that name instead of each address.
+            var byName = config
+            byName.tls?.serverName = "localhost"
+            let named = try await RedisConnection.connect(byName)
+            #expect(try await named.send("GET", "tls:1").string == "tls:1")
+            await named.close()
+            var wrong = config
+            wrong.tls?.serverName = "redis.example.com"
+            let refused = await redisError { _ = try await RedisConnection.connect(wrong) }
+            #expect(refused?.kind == .tlsFailed && refused?.message.contains("hostname mismatch") == true, "\(String(describing: refused))")
+        }
+    }
 }

@@ -55,13 +55,15 @@ public struct TestStack: Sendable {
         /// One `redis-server` speaking TLS only and requiring a client certificate (`redis.tls`),
         /// with a throw-away authority made by `openssl`.
         case tls
+        /// The three-master cluster speaking TLS only (clients, cluster bus, replication).
+        case clusterOverTLS
     }
 
     /// Starts a stack, runs `body`, stops the stack (also when `body` throws).
     public static func with(_ preset: Preset = .workers, extraYAML: String = "", redis topology: RedisTopology = .standalone,
                             _ body: (TestStack) async throws -> Void) async throws {
-        let shape = topology == .cluster ? LocalRedisCluster.Shape(masters: 3) : nil
-        try await LocalStack.with(cluster: shape, redisTLS: topology == .tls) { local in
+        let shape = topology == .cluster || topology == .clusterOverTLS ? LocalRedisCluster.Shape(masters: 3) : nil
+        try await LocalStack.with(cluster: shape, redisTLS: topology == .tls || topology == .clusterOverTLS) { local in
             var settings = try WaymarkSettings.parse(preset.yaml + extraYAML, file: "test.yaml")
             settings.kafka.bootstrapServers = local.kafka!.bootstrapServers
             if let cluster = local.cluster {
@@ -71,7 +73,7 @@ public struct TestStack: Sendable {
             } else {
                 settings.redis.port = local.redis!.port
             }
-            if let certificates = local.redis?.certificates {
+            if let certificates = local.redis?.certificates ?? local.cluster?.certificates {
                 settings.redis.tls = RedisTLSSettings(caFile: certificates.caFile, certificateFile: certificates.clientCertificate,
                                                       keyFile: certificates.clientKey)
             }

@@ -9,17 +9,20 @@ import WaymarkLocalStack
 
 @Suite("waymark worker processes", .serialized)
 struct WorkerProcessTests {
-    @Test("a journey worker process serves /readyz and /metrics, and on SIGTERM commits and exits 0")
-    func journeyProcess() async throws {
+    @Test("a journey worker process serves /readyz and /metrics, and on SIGTERM commits and exits 0 (every Redis deployment)",
+          arguments: TestStack.RedisTopology.allCases)
+    func journeyProcess(redis topology: TestStack.RedisTopology) async throws {
         try #require(FileManager.default.isExecutableFile(atPath: CrashTests.waymarkBinary))
-        try await TestStack.with { h in
+        try await TestStack.with(redis: topology) { h in
             let port = try LocalTools.freePort()
             let config = h.local.directory.appendingPathComponent("w.yaml")
             try LocalSettings.write(
-                to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.local.redis!.port, shards: 16,
+                to: config, bootstrap: h.settings.kafka.bootstrapServers, redisPort: h.settings.redis.port, shards: 16,
                 topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
                          "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
-                sections: "worker: { metrics_port: \(port) }\nsender: { provider: file }\n")
+                sections: "worker: { metrics_port: \(port) }\nsender: { provider: file }\n",
+                clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [],
+                tls: h.local.redis?.certificates ?? h.local.cluster?.certificates)
             let worker = ManagedProcess(executable: CrashTests.waymarkBinary,
                                         arguments: ["worker", "journey", "--config", config.path, "--journeys", TestStack.repoRoot + "/config", "--log-level", "info"],
                                         logFile: h.local.directory.appendingPathComponent("worker.log"))

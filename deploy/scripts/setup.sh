@@ -30,7 +30,7 @@ apt_update_once() {
 }
 
 # 1. Debian packages -----------------------------------------------------------
-PKGS=(build-essential pkgconf dpkg-dev libssl-dev zlib1g-dev libzstd-dev liblz4-dev
+PKGS=(build-essential pkgconf dpkg-dev openssl libssl-dev zlib1g-dev libzstd-dev liblz4-dev
       libsasl2-dev libcurl4-openssl-dev redis-server python3-venv procps)
 missing=()
 for p in "${PKGS[@]}"; do
