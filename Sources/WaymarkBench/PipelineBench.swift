@@ -20,25 +20,32 @@ struct Pipeline: AsyncParsableCommand {
             backlog and the time from their first committed progress to an empty backlog gives messages/s. \
             The webhook case uses a local fake provider answering after --latency-ms; its ceiling is about \
             sender.concurrency / latency per process.
+            Then a latency phase on another fresh stack: a journey worker and one sender run while purchases \
+            are produced at --latency-rate for --latency-seconds; each purchase's order confirmation \
+            (transactional: no quiet hours, no caps) goes to the fake webhook provider, and the time from the \
+            purchase's produce call to the provider receiving its first request gives p50/p99.
 
             Examples:
               waymark-bench pipeline                                   # file and webhook (50 ms), 1 and 2 senders
               waymark-bench pipeline --senders 1 --provider webhook --latency-ms 50
+              waymark-bench pipeline --provider none --latency-rate 500 --latency-seconds 10   # latency only
             """)
 
     @Option(help: "Touchpoints of the generated day that feed the outbound backlog.") var events = 300_000
     @Option(help: "Sender processes: one number, or several separated by commas (each its own case).") var senders = "1,2"
-    @Option(help: "file, webhook, or both.") var provider = "both"
+    @Option(help: "file, webhook, both, or none (latency phase only).") var provider = "both"
     @Option(help: "Latency of the fake webhook provider, in milliseconds.") var latencyMs = 50
     @Option(help: "sender.concurrency (provider calls in flight per sender process).") var concurrency = 64
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+    @Option(help: "Purchases/s of the produce->provider-call latency phase (0: no latency phase).") var latencyRate = 500
+    @Option(help: "Duration of the latency phase in seconds.") var latencySeconds = 10
 
     func run() async throws {
         bootstrapBenchLogging()
         let counts = senders.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
         guard !counts.isEmpty else { throw ValidationError("--senders needs at least one positive number") }
-        let providers = provider == "both" ? ["file", "webhook"] : [provider]
-        guard providers.allSatisfy({ $0 == "file" || $0 == "webhook" }) else { throw ValidationError("--provider is file, webhook or both") }
+        let providers = provider == "both" ? ["file", "webhook"] : provider == "none" ? [] : [provider]
+        guard providers.allSatisfy({ $0 == "file" || $0 == "webhook" }) else { throw ValidationError("--provider is file, webhook, both or none") }
         var results: [Measurement] = []
         var headlines: [String] = []
         for kind in providers {
@@ -56,6 +63,23 @@ struct Pipeline: AsyncParsableCommand {
                 }
                 results.append(Measurement(benchmark: "pipeline", metric: "\(name), \(count) senders", value: rate, unit: "messages/s",
                                            detail: "\(messages) messages, concurrency \(concurrency)"))
+            }
+        }
+        if latencyRate > 0 && latencySeconds > 0 {
+            print("— produce->provider call latency: \(latencyRate) purchases/s for \(latencySeconds) s, webhook provider at \(latencyMs) ms, 1 journey worker, 1 sender")
+            let (p50, p99, samples, expected) = try await latencyPhase()
+            let bound = Double(concurrency) / (Double(latencyMs) / 1000)
+            headlines.append(String(format: "p50 produce->provider call at %d/s: %.0f ms", latencyRate, p50))
+            headlines.append(String(format: "p99 produce->provider call at %d/s: %.0f ms", latencyRate, p99))
+            headlines.append(String(format: "  (%d of %d purchases reached the provider; the rate is %.2f of the webhook bound concurrency / latency = %.0f messages/s)",
+                                    samples, expected, Double(latencyRate) / bound, bound))
+            for line in headlines.suffix(3) { print("  " + line.trimmingCharacters(in: .whitespaces)) }
+            results.append(Measurement(benchmark: "pipeline", metric: "p50 produce->provider call at \(latencyRate)/s", value: p50, unit: "ms",
+                                       detail: "\(samples) of \(expected) purchases, webhook at \(latencyMs) ms"))
+            results.append(Measurement(benchmark: "pipeline", metric: "p99 produce->provider call at \(latencyRate)/s", value: p99, unit: "ms",
+                                       detail: "\(samples) of \(expected) purchases, webhook at \(latencyMs) ms"))
+            guard samples == expected else {
+                throw ValidationError("\(expected - samples) of \(expected) purchases never reached the provider within 60 s")
             }
         }
         print("\nHEADLINES [sender pipeline: \(events) touchpoints, concurrency \(concurrency)]")
@@ -140,6 +164,103 @@ struct Pipeline: AsyncParsableCommand {
         let redisCores = (Journey.cpuSeconds(redisPID) - progress.redis) / seconds
         if let fake { print("  fake provider: \(fake.acceptedRequests.count) requests accepted") }
         return (Double(progress.lag) / seconds, messages, cores, redisCores)
+    }
+
+    /// The latency phase (see the discussion): returns p50 and p99 in milliseconds, purchases seen at
+    /// the provider, and purchases produced.
+    func latencyPhase() async throws -> (Double, Double, Int, Int) {
+        let stack = try await LocalStack.start()
+        defer { stack.stop() }
+        let fake = try await FakeProvider.start()
+        do {
+            let result = try await measureLatency(stack: stack, fake: fake)
+            await fake.shutdown()
+            return result
+        } catch {
+            await fake.shutdown()
+            throw error
+        }
+    }
+
+    private func measureLatency(stack: LocalStack, fake: FakeProvider) async throws -> (Double, Double, Int, Int) {
+        fake.delay(.milliseconds(Int64(latencyMs)))
+        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
+        try LocalSettings.write(
+            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
+            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
+            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n  provider: webhook\n"
+                + "  webhook_url: \"\(fake.url)\"\n  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
+        let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
+        let producer = try KafkaProducer(configuration: .init(client: client))
+
+        // Customers with e-mail consent (contacts are example addresses).
+        let customers = 2_000
+        try await producer.sendAll((0..<customers).map { index in
+            KafkaProducerRecord(topic: settings.kafka.customers.name, key: Array("lat-c\(index)".utf8), value: Array(
+                #"{"customer_id":"lat-c\#(index)","timezone":"Europe/Oslo","contacts":{"email":"c\#(index)@example.com"},"consent":{"email":true},"preferred_channels":["email"]}"#.utf8))
+        })
+        func purchase(_ index: Int) -> KafkaProducerRecord {
+            let now = ISO8601DateFormatter().string(from: Date())
+            let customer = "lat-c\(index % customers)"
+            return KafkaProducerRecord(topic: settings.kafka.touchpoints.name, key: Array(customer.utf8), value: Array(
+                #"{"event_id":"lat-\#(index)","customer_id":"\#(customer)","type":"purchase","occurred_at":"\#(now)","attributes":{"order_id":"lat-o-\#(index)","value":25,"currency":"NOK"}}"#.utf8))
+        }
+
+        func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {
+            let process = ManagedProcess(executable: siblingWaymarkBinary,
+                                         arguments: ["worker"] + args + ["--config", configFile.path, "--journeys", journeys, "--log-level", "warning"],
+                                         logFile: stack.directory.appendingPathComponent("latency-\(name).log"))
+            try process.start()
+            return process
+        }
+        let journey = try spawn("journey", ["journey"])
+        defer { journey.stop() }
+        let sender = try spawn("sender", ["sender"])
+        defer { sender.stop() }
+        try await waitForNoLag(admin: admin, group: settings.kafka.journeyGroup, topics: [settings.kafka.customers.name],
+                               process: journey, what: "journey worker (profiles)")
+        // Warm up: one purchase through to the provider, so both consumer groups have their partitions.
+        let warmUp = -1_000_000
+        try await producer.sendAll([purchase(warmUp)])
+        let warmStart = ContinuousClock.now
+        while fake.requests.isEmpty {
+            if ContinuousClock.now - warmStart > .seconds(60) { throw ValidationError("the warm-up purchase never reached the provider") }
+            if !journey.isRunning || !sender.isRunning { throw ValidationError("a worker exited: \(journey.logTail()) \(sender.logTail())") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        fake.reset()
+        fake.delay(.milliseconds(Int64(latencyMs)))
+
+        // Produce at the fixed rate, 100 slices a second.
+        let total = latencyRate * latencySeconds
+        let chunk = max(latencyRate / 100, 1)
+        var producedAt: [String: ContinuousClock.Instant] = [:]
+        producedAt.reserveCapacity(total)
+        let begin = ContinuousClock.now
+        for offset in stride(from: 0, to: total, by: chunk) {
+            let indices = offset..<min(offset + chunk, total)
+            let stamp = ContinuousClock.now
+            try await producer.sendAll(indices.map(purchase))
+            for index in indices { producedAt["lat-\(index)"] = stamp }
+            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(latencyRate) * 1000))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        // The first provider request caused by each purchase.
+        var firstCall: [String: ContinuousClock.Instant] = [:]
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            for request in fake.requests {
+                guard let body = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any],
+                      let message = body["message"] as? [String: Any], let cause = message["caused_by"] as? String,
+                      producedAt[cause] != nil else { continue }
+                firstCall[cause] = min(firstCall[cause] ?? request.receivedAt, request.receivedAt)
+            }
+            if firstCall.count == total { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let latencies = firstCall.map { cause, at in (at - producedAt[cause]!).seconds * 1000 }.sorted()
+        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        return (pct(0.5), pct(0.99), latencies.count, total)
     }
 
     private func waitForNoLag(admin: KafkaAdmin, group: String, topics: [String], process: ManagedProcess, what: String) async throws {

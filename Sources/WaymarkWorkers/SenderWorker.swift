@@ -23,6 +23,11 @@ public let attemptHeader = "x-waymark-attempt"
 /// Receipts (`message_delivered`, `message_failed`) go to `deliveries`, decisions to
 /// `journey.decisions`. Offsets are committed only after all of that is durable.
 ///
+/// Two batches overlap: the next batch is polled and started while the provider calls of the one
+/// before are still running (so a slow provider does not leave the sender idle between batches), but
+/// at most `sender.concurrency` provider calls run at once across both, and each batch's results are
+/// published and its offsets committed in order, after the batch before it.
+///
 /// A swift-service-lifecycle `Service`: graceful shutdown, ``stop()`` or cancellation end it after
 /// the batch in flight (see ``StopControl``).
 public final class SenderWorker: Service, Sendable {
@@ -34,6 +39,8 @@ public final class SenderWorker: Service, Sendable {
     /// Stop requests, graceful shutdown and cancellation.
     public let control = StopControl()
     private let totals = Mutex(SenderStats())
+    /// Provider calls in flight across the overlapping batches.
+    private let permits: CallPermits
 
     /// What a sender did.
     public struct SenderStats: Sendable {
@@ -55,6 +62,7 @@ public final class SenderWorker: Service, Sendable {
         self.provider = provider
         self.client = client
         self.redis = redis
+        self.permits = CallPermits(environment.settings.sender.concurrency)
     }
 
     public func stop() { control.request() }
@@ -80,17 +88,38 @@ public final class SenderWorker: Service, Sendable {
         let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(connection), logger: logger,
                                         giveUp: { [control] in control.shouldGiveUp })
         logger.info("sender running", metadata: ["channels": "\(channels.map(\.rawValue))", "provider": "\(provider.name)"])
-        while !control.isStopping {
-            let batch = try await consumer.poll(maxRecords: 500, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
-            if batch.isEmpty { continue }
-            let output = try await publisher.retrying("send batch") { try await self.send(batch, store: store) }
-            try await publisher.publishAll(output)
+        typealias InFlight = (batch: [KafkaConsumerRecord], output: Task<[KafkaProducerRecord], any Error>)
+        /// Publishes a batch's output and commits its offsets (batches finish in the order they started).
+        func finish(_ done: InFlight) async throws {
+            try await publisher.publishAll(try await done.output.value)
             for attempt in 1...5 {
-                do { try await consumer.commit(JourneyWorker.nextOffsets(batch)); break } catch {
+                do { try await consumer.commit(JourneyWorker.nextOffsets(done.batch)); break } catch {
                     logger.warning("offset commit failed", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
                     try? await Task.sleep(for: .milliseconds(100 * attempt))
                 }
             }
+        }
+        var previous: InFlight?
+        var current: InFlight?
+        do {
+            while !control.isStopping {
+                // While `previous` runs, this poll is what overlaps it: at most two batches are in flight.
+                let batch = try await consumer.poll(maxRecords: 500, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
+                current = batch.isEmpty ? nil : (batch, Task {
+                    try await publisher.retrying("send batch") { try await self.send(batch, store: store) }
+                })
+                if let done = previous { try await finish(done) }
+                previous = current
+                current = nil
+            }
+            if let done = previous { try await finish(done) }
+        } catch {
+            // Nothing of an unfinished batch is committed: its records come again (claims make that safe).
+            current?.output.cancel()
+            previous?.output.cancel()
+            _ = await current?.output.result
+            _ = await previous?.output.result
+            throw error
         }
         await consumer.close()
         await producer.close()
@@ -244,18 +273,22 @@ public final class SenderWorker: Service, Sendable {
         // Same-channel calls next to each other, so one limiter request can cover several.
         let order = items.indices.sorted { (items[$0].0.channel, $0) < (items[$1].0.channel, $1) }
         try await withThrowingTaskGroup(of: (Int, ProviderResult).self) { group in
-            var next = 0, running = 0
+            var next = 0
             while next < order.count {
-                while running >= settings.concurrency, let (i, result) = try await group.next() {
-                    results[i] = result
-                    running -= 1
-                }
+                // One call slot, waited for; then as many more as are free now, for same-channel calls.
+                await permits.acquire()
                 let channel = items[order[next]].0.channel
                 var wanted = 1
-                while next + wanted < order.count, wanted < settings.concurrency - running,
-                      items[order[next + wanted]].0.channel == channel { wanted += 1 }
-                let (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: wanted,
+                while next + wanted < order.count, items[order[next + wanted]].0.channel == channel, permits.tryAcquire() { wanted += 1 }
+                let granted: Int, wait: Int
+                do {
+                    (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: wanted,
                                                              rate: settings.ratePerSecond, burst: settings.burst)
+                } catch {
+                    permits.release(wanted)
+                    throw error
+                }
+                permits.release(wanted - granted)
                 if granted == 0 {
                     try await Task.sleep(for: .milliseconds(max(wait, 1)))
                     continue
@@ -263,7 +296,8 @@ public final class SenderWorker: Service, Sendable {
                 for _ in 0..<granted {
                     let i = order[next]
                     let (message, attempt, address) = items[i]
-                    group.addTask { [provider] in
+                    group.addTask { [provider, permits] in
+                        defer { permits.release(1) }
                         let started = ContinuousClock.now
                         let result = await provider.deliver(ProviderRequest(message: message, address: address, attempt: attempt))
                         Metrics.Timer(label: "waymark_provider_seconds", dimensions: [("provider", provider.name)])
@@ -277,7 +311,6 @@ public final class SenderWorker: Service, Sendable {
                         return (i, result)
                     }
                     next += 1
-                    running += 1
                 }
             }
             for try await (i, result) in group { results[i] = result }
@@ -310,5 +343,47 @@ public final class SenderWorker: Service, Sendable {
     private func receipt(_ outcome: DeliveryReceipt.Outcome, _ message: OutboundMessage, now: Timestamp, detail: String?) -> KafkaProducerRecord {
         KafkaProducerRecord(topic: environment.settings.kafka.deliveries.name, key: Array(message.customerID.utf8),
                             value: DeliveryReceipt(outcome, for: message, at: now, detail: detail).jsonBytes())
+    }
+}
+
+/// A count of provider-call slots shared by a sender's overlapping batches (`sender.concurrency`).
+/// Waiting is FIFO; a slot given back goes straight to the oldest waiter.
+final class CallPermits: Sendable {
+    private let state: Mutex<(available: Int, waiters: [CheckedContinuation<Void, Never>])>
+
+    init(_ count: Int) { state = Mutex((max(count, 1), [])) }
+
+    /// Takes a slot, waiting for one if none is free.
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.available > 0 { s.available -= 1; return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// Takes a slot if one is free now.
+    func tryAcquire() -> Bool {
+        state.withLock { s in
+            guard s.available > 0 else { return false }
+            s.available -= 1
+            return true
+        }
+    }
+
+    /// Gives `count` slots back.
+    func release(_ count: Int) {
+        guard count > 0 else { return }
+        let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            let n = min(count, s.waiters.count)
+            let woken = Array(s.waiters.prefix(n))
+            s.waiters.removeFirst(n)
+            s.available += count - n
+            return woken
+        }
+        for continuation in woken { continuation.resume() }
     }
 }

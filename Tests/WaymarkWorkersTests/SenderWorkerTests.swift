@@ -31,6 +31,30 @@ final class ScriptedProvider: MessageProvider {
     }
 }
 
+/// A provider that takes 100 ms per call and records how many calls overlap.
+final class SlowProvider: MessageProvider {
+    let name = "slow"
+    struct Call: Sendable { var id: String; var cause: String; var started: ContinuousClock.Instant; var ended: ContinuousClock.Instant? }
+    private let state = Mutex<(inFlight: Int, maxInFlight: Int, calls: [Call])>((0, 0, []))
+    var maxInFlight: Int { state.withLock { $0.maxInFlight } }
+    var calls: [Call] { state.withLock { $0.calls } }
+
+    func deliver(_ request: ProviderRequest) async -> ProviderResult {
+        let index = state.withLock { s in
+            s.inFlight += 1
+            s.maxInFlight = max(s.maxInFlight, s.inFlight)
+            s.calls.append(Call(id: request.idempotencyKey, cause: request.message.causedBy, started: .now, ended: nil))
+            return s.calls.count - 1
+        }
+        try? await Task.sleep(for: .milliseconds(100))
+        state.withLock { s in
+            s.inFlight -= 1
+            s.calls[index].ended = .now
+        }
+        return .accepted(reference: nil)
+    }
+}
+
 @Suite("Sender workers on the real stack", .serialized)
 struct SenderWorkerTests {
     // 2026-11-21 12:00 Oslo (11:00Z), daytime.
@@ -154,6 +178,28 @@ struct SenderWorkerTests {
                 let inWindow = times[i...].prefix { $0 - start < .seconds(1) }.count
                 #expect(inWindow <= 25, "\(inWindow) calls within one second")
             }
+        }
+    }
+
+    @Test("batches overlap while a slow provider answers, yet never more than sender.concurrency calls run at once")
+    func overlappingBatches() async throws {
+        let slow = SlowProvider()
+        try await withSender(yaml: "sender:\n  concurrency: 4\n  rate_per_second: 100000\n  burst: 100000\n", provider: slow) { h, _, _, sender in
+            try await h.produce("outbound.sms", (1...12).map { (key: "c-1", value: Self.message($0).jsonBytes()) })
+            // The second wave arrives while the first batch's calls (3 rounds of 100 ms) are running.
+            #expect(try await h.eventually { !slow.calls.isEmpty })
+            try await Task.sleep(for: .milliseconds(30))
+            try await h.produce("outbound.sms", (101...112).map { (key: "c-1", value: Self.message($0).jsonBytes()) })
+            #expect(try await h.eventually(timeout: .seconds(30)) { sender.stats.delivered == 24 })
+            #expect(slow.maxInFlight == 4, "at most sender.concurrency calls at once, and all of them used: \(slow.maxInFlight)")
+            #expect(Set(slow.calls.map(\.id)).count == 24 && slow.calls.count == 24)  // each message once
+            // Overlap: a second-wave call started before the first wave's last call ended (one batch at a
+            // time would start the second wave only after every first-wave call had returned).
+            let firstWave = slow.calls.filter { Int($0.cause.dropFirst(2))! < 100 }
+            let secondWave = slow.calls.filter { Int($0.cause.dropFirst(2))! > 100 }
+            let lastFirstEnded = try #require(firstWave.compactMap(\.ended).max())
+            let firstSecondStarted = try #require(secondWave.map(\.started).min())
+            #expect(firstSecondStarted < lastFirstEnded, "the second batch waited for the whole first batch")
         }
     }
 
