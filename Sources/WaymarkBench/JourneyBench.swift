@@ -81,7 +81,7 @@ struct Journey: AsyncParsableCommand {
     func once(customers: Int) async throws -> RunResult {
         let stack = try await LocalStack.start(cluster: redisCluster ? .init(masters: 3) : nil, redisTLS: redisTls)
         defer { stack.stop() }
-        let certificates = stack.redis?.certificates ?? stack.cluster?.certificates
+        let certificates = stack.redisCertificates
         let tls = certificates.map {
             RedisConfiguration.TLS(caFile: $0.caFile, certificateFile: $0.clientCertificate, keyFile: $0.clientKey)
         }

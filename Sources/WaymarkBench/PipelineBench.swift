@@ -93,13 +93,7 @@ struct Pipeline: AsyncParsableCommand {
         defer { stack.stop() }
         let fake = kind == "webhook" ? try await FakeProvider.start() : nil
         if let fake { fake.delay(.milliseconds(Int64(latencyMs))) }
-        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
-        let providerYAML = fake.map { "  provider: webhook\n  webhook_url: \"\($0.url)\"\n" } ?? "  provider: file\n"
-        try LocalSettings.write(
-            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
-            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
-            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n\(providerYAML)"
-                + "  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
+        let configFile = try writeSettings(stack, webhook: fake)
         let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
 
         // Yesterday (UTC), as the other live runs: recent enough that sends are still relevant.
@@ -116,11 +110,7 @@ struct Pipeline: AsyncParsableCommand {
         }
 
         func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {
-            let process = ManagedProcess(executable: siblingWaymarkBinary,
-                                         arguments: ["worker"] + args + ["--config", configFile.path, "--journeys", journeys, "--log-level", "warning"],
-                                         logFile: stack.directory.appendingPathComponent("\(name).log"))
-            try process.start()
-            return process
+            try spawnWorker(name, args, config: configFile, stack: stack)
         }
         // 1. The journey worker builds the outbound backlog, then stops.
         let journey = try spawn("journey", ["journey"])
@@ -184,12 +174,7 @@ struct Pipeline: AsyncParsableCommand {
 
     private func measureLatency(stack: LocalStack, fake: FakeProvider) async throws -> (Double, Double, Int, Int) {
         fake.delay(.milliseconds(Int64(latencyMs)))
-        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
-        try LocalSettings.write(
-            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
-            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
-            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n  provider: webhook\n"
-                + "  webhook_url: \"\(fake.url)\"\n  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
+        let configFile = try writeSettings(stack, webhook: fake)
         let (settings, client, admin) = try await loadSettingsAndCreateTopics(configFile)
         let producer = try KafkaProducer(configuration: .init(client: client))
 
@@ -207,11 +192,7 @@ struct Pipeline: AsyncParsableCommand {
         }
 
         func spawn(_ name: String, _ args: [String]) throws -> ManagedProcess {
-            let process = ManagedProcess(executable: siblingWaymarkBinary,
-                                         arguments: ["worker"] + args + ["--config", configFile.path, "--journeys", journeys, "--log-level", "warning"],
-                                         logFile: stack.directory.appendingPathComponent("latency-\(name).log"))
-            try process.start()
-            return process
+            try spawnWorker("latency-\(name)", args, config: configFile, stack: stack)
         }
         let journey = try spawn("journey", ["journey"])
         defer { journey.stop() }
@@ -261,6 +242,28 @@ struct Pipeline: AsyncParsableCommand {
         let latencies = firstCall.map { cause, at in (at - producedAt[cause]!).seconds * 1000 }.sorted()
         func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         return (pct(0.5), pct(0.99), latencies.count, total)
+    }
+
+    /// Settings for a case: 6 partitions, batches of 10k, the sender unthrottled at --concurrency, with
+    /// the file provider or, given `webhook`, the webhook provider pointed at it.
+    private func writeSettings(_ stack: LocalStack, webhook: FakeProvider?) throws -> URL {
+        let configFile = stack.directory.appendingPathComponent("waymark.yaml")
+        let providerYAML = webhook.map { "  provider: webhook\n  webhook_url: \"\($0.url)\"\n" } ?? "  provider: file\n"
+        try LocalSettings.write(
+            to: configFile, bootstrap: stack.kafka!.bootstrapServers, redisPort: stack.redis!.port,
+            topics: ["touchpoints: { partitions: 6 }", "customers: { partitions: 6 }", "outbound: { partitions: 6 }"],
+            sections: "worker:\n  max_batch: 10000\n  poll_timeout_ms: 5\n  metrics_port: 0\nsender:\n\(providerYAML)"
+                + "  rate_per_second: 1000000\n  burst: 100000\n  concurrency: \(concurrency)\n")
+        return configFile
+    }
+
+    /// Starts `waymark worker <args>` on `config`, logging to `<name>.log` in the stack's directory.
+    private func spawnWorker(_ name: String, _ args: [String], config: URL, stack: LocalStack) throws -> ManagedProcess {
+        let process = ManagedProcess(executable: siblingWaymarkBinary,
+                                     arguments: ["worker"] + args + ["--config", config.path, "--journeys", journeys, "--log-level", "warning"],
+                                     logFile: stack.directory.appendingPathComponent("\(name).log"))
+        try process.start()
+        return process
     }
 
     private func waitForNoLag(admin: KafkaAdmin, group: String, topics: [String], process: ManagedProcess, what: String) async throws {

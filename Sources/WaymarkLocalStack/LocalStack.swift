@@ -232,6 +232,8 @@ public final class LocalStack: Sendable {
     public let cluster: LocalRedisCluster?
     /// Working directory holding the servers' logs.
     public let directory: URL
+    /// The certificates Redis (the server or every cluster node) speaks TLS with; `nil` for plain TCP.
+    public var redisCertificates: LocalCertificates? { redis?.certificates ?? cluster?.certificates }
 
     /// Starts the requested servers (both by default). With `cluster`, a Redis Cluster of that shape
     /// is started instead of the single Redis server. With `redisTLS`, the server (or every cluster

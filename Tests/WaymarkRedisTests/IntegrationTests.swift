@@ -15,17 +15,6 @@ private func withRedis(_ body: (LocalRedis, RedisConfiguration) async throws -> 
     }
 }
 
-private func kind(of body: () async throws -> Any) async -> RedisError.Kind? {
-    do {
-        _ = try await body()
-        return nil
-    } catch let error as RedisError {
-        return error.kind
-    } catch {
-        Issue.record("unexpected error type: \(error)")
-        return nil
-    }
-}
 
 @Suite("Redis against a real redis-server", .serialized)
 struct RedisIntegrationTests {
@@ -152,7 +141,7 @@ struct RedisIntegrationTests {
             let victim = try await RedisConnection.connect(config)
             let killer = try await RedisConnection.connect(config)
             let id = try #require(try await victim.send("CLIENT", "ID").integer)
-            let blocked = Task { await kind { try await victim.send("BLPOP", "never", 10) } }
+            let blocked = Task { await redisError { try await victim.send("BLPOP", "never", 10) }?.kind }
             try await Task.sleep(for: .milliseconds(200))
             #expect(try await killer.send("CLIENT", "KILL", "ID", Int(id)) == .integer(1))
             #expect(await blocked.value == .connectionLost)
@@ -174,7 +163,7 @@ struct RedisIntegrationTests {
             server.stop()
             for _ in 0..<3 {
                 let start = ContinuousClock.now
-                let failure = await kind { try await redis.send("GET", "k") }
+                let failure = await redisError { try await redis.send("GET", "k") }?.kind
                 #expect(failure == .connectFailed || failure == .connectionLost, "got \(String(describing: failure))")
                 #expect(ContinuousClock.now - start < .seconds(2))
             }
@@ -253,10 +242,10 @@ struct RedisIntegrationTests {
             #expect(try await redis.send("SET", "k", "v") == .status("OK"))
             server.process.send(signal: SIGSTOP)
             let start = ContinuousClock.now
-            let failure = await kind { try await redis.send("GET", "k") }
+            let failure = await redisError { try await redis.send("GET", "k") }?.kind
             let elapsed = ContinuousClock.now - start
             // A new connection to the stopped server is accepted by the kernel but never answered.
-            let again = await kind { try await redis.send("GET", "k") }
+            let again = await redisError { try await redis.send("GET", "k") }?.kind
             server.process.send(signal: SIGCONT)
             #expect(failure == .timeout)
             #expect(again == .timeout)
@@ -270,18 +259,18 @@ struct RedisIntegrationTests {
     func badArguments() async throws {
         try await withRedis { server, config in
             let redis = try await RedisConnection.connect(config)
-            #expect(await kind { try await redis.send(RedisCommand("")) } == .invalidArgument)
-            #expect(await kind { try await redis.pipeline([RedisCommand("PING"), RedisCommand("")]) } == .invalidArgument)
+            #expect(await redisError { try await redis.send(RedisCommand("")) }?.kind == .invalidArgument)
+            #expect(await redisError { try await redis.pipeline([RedisCommand("PING"), RedisCommand("")]) }?.kind == .invalidArgument)
             #expect(try await redis.send("PING") == .status("PONG"))  // the connection is still usable
             await redis.close()
             await redis.close()  // idempotent
             #expect(redis.isClosed)
-            #expect(await kind { try await redis.send("PING") } == .closed)
+            #expect(await redisError { try await redis.send("PING") }?.kind == .closed)
 
             var refused = config
             refused.reconnectAttempts = 1
             server.stop()
-            #expect(await kind { try await RedisConnection.connect(refused) } == .connectFailed)
+            #expect(await redisError { try await RedisConnection.connect(refused) }?.kind == .connectFailed)
         }
     }
 

@@ -25,19 +25,6 @@ private func withTLSRedis(password: String? = "s3cret", requireClientCertificate
     try await body(server, certificates, configuration, directory)
 }
 
-/// The error `body` throws (failing the test if it succeeds or throws something else).
-private func redisError(_ body: () async throws -> Void) async -> RedisError? {
-    do {
-        try await body()
-        Issue.record("expected a RedisError, got success")
-    } catch let error as RedisError {
-        return error
-    } catch {
-        Issue.record("unexpected error type: \(error)")
-    }
-    return nil
-}
-
 @Suite("Redis over TLS against a real TLS-only redis-server", .serialized)
 struct TLSTests {
     @Test("a trusted authority and client certificate: commands, pipelines, scripts, AUTH, idle and restart")
@@ -79,14 +66,14 @@ struct TLSTests {
             let other = try LocalCertificates.make(in: directory.appendingPathComponent("other"), authority: "Somebody else's CA")
             var untrusted = configuration
             untrusted.tls?.caFile = other.caFile
-            let notTrusted = await redisError { _ = try await RedisConnection.connect(untrusted) }
+            let notTrusted = await redisError { try await RedisConnection.connect(untrusted) }
             #expect(notTrusted?.kind == .tlsFailed, "\(String(describing: notTrusted))")
             #expect(notTrusted?.message.contains("server certificate refused") == true, "\(String(describing: notTrusted))")
             #expect(notTrusted?.message.contains(other.caFile) == true)
 
             var misnamed = configuration
             misnamed.tls?.serverName = "redis.example.com"
-            let wrongName = await redisError { _ = try await RedisConnection.connect(misnamed) }
+            let wrongName = await redisError { try await RedisConnection.connect(misnamed) }
             #expect(wrongName?.kind == .tlsFailed)
             #expect(wrongName?.message.contains("hostname mismatch") == true, "\(String(describing: wrongName))")
 
@@ -99,7 +86,7 @@ struct TLSTests {
             var wrongAddress = configuration
             wrongAddress.port = wrongAddressServer.port
             wrongAddress.password = nil
-            let ipMismatch = await redisError { _ = try await RedisConnection.connect(wrongAddress) }
+            let ipMismatch = await redisError { try await RedisConnection.connect(wrongAddress) }
             #expect(ipMismatch?.kind == .tlsFailed)
             #expect(ipMismatch?.message.contains("IP address mismatch") == true, "\(String(describing: ipMismatch))")
 
@@ -108,7 +95,7 @@ struct TLSTests {
             anonymous.tls?.certificateFile = nil
             anonymous.tls?.keyFile = nil
             let started = ContinuousClock.now
-            let noCertificate = await redisError { _ = try await RedisConnection.connect(anonymous) }
+            let noCertificate = await redisError { try await RedisConnection.connect(anonymous) }
             #expect(noCertificate?.kind == .connectFailed, "\(String(describing: noCertificate))")
             #expect(noCertificate?.message.contains("client certificate") == true, "\(String(describing: noCertificate))")
             #expect(ContinuousClock.now - started < .seconds(10))
@@ -117,17 +104,17 @@ struct TLSTests {
             var plain = configuration
             plain.tls = nil
             let plainStarted = ContinuousClock.now
-            let plainError = await redisError { _ = try await RedisConnection.connect(plain) }
+            let plainError = await redisError { try await RedisConnection.connect(plain) }
             #expect(plainError != nil)
             #expect(ContinuousClock.now - plainStarted < .seconds(15))
 
             // Files that are not there are caught before any connection is made.
             var missing = configuration
             missing.tls?.caFile = directory.appendingPathComponent("nope.crt").path
-            #expect(await redisError { _ = try await RedisConnection.connect(missing) }?.kind == .invalidArgument)
+            #expect(await redisError { try await RedisConnection.connect(missing) }?.kind == .invalidArgument)
             var half = configuration
             half.tls?.keyFile = nil
-            #expect(await redisError { _ = try await RedisConnection.connect(half) }?.kind == .invalidArgument)
+            #expect(await redisError { try await RedisConnection.connect(half) }?.kind == .invalidArgument)
         }
     }
 
@@ -138,7 +125,7 @@ struct TLSTests {
             let certificates = try LocalCertificates.make(in: stack.directory.appendingPathComponent("tls"))
             let configuration = RedisConfiguration(host: redis.host, port: redis.port, connectTimeout: .seconds(1),
                                                    reconnectAttempts: 1, tls: .init(caFile: certificates.caFile))
-            let error = await redisError { _ = try await RedisConnection.connect(configuration) }
+            let error = await redisError { try await RedisConnection.connect(configuration) }
             #expect(error?.kind == .connectFailed, "\(String(describing: error))")
             #expect(error?.message.contains("TLS handshake failed") == true, "\(String(describing: error))")
         }
@@ -176,7 +163,7 @@ struct TLSTests {
             await named.close()
             var wrong = config
             wrong.tls?.serverName = "redis.example.com"
-            let refused = await redisError { _ = try await RedisConnection.connect(wrong) }
+            let refused = await redisError { try await RedisConnection.connect(wrong) }
             #expect(refused?.kind == .tlsFailed && refused?.message.contains("hostname mismatch") == true, "\(String(describing: refused))")
         }
     }

@@ -73,7 +73,7 @@ public struct TestStack: Sendable {
             } else {
                 settings.redis.port = local.redis!.port
             }
-            if let certificates = local.redis?.certificates ?? local.cluster?.certificates {
+            if let certificates = local.redisCertificates {
                 settings.redis.tls = RedisTLSSettings(caFile: certificates.caFile, certificateFile: certificates.clientCertificate,
                                                       keyFile: certificates.clientKey)
             }

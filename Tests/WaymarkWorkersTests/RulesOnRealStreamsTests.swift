@@ -394,7 +394,7 @@ struct RulesOnRealStreamsTests {
                     topics: ["touchpoints: { partitions: 3 }", "customers: { partitions: 3 }", "deliveries: { partitions: 3 }",
                              "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
                     clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [],
-                    tls: h.local.redis?.certificates ?? h.local.cluster?.certificates)
+                    tls: h.local.redisCertificates)
                 // `--json` output follows the topics' conventions: snake_case names, RFC 3339 UTC times.
                 let inspect = try runWaymark(["inspect", "customer", "c-keep", "--json", "--config", settingsFile.path])
                 #expect(inspect.status == 0, "\(inspect.output)")

@@ -22,7 +22,7 @@ struct WorkerProcessTests {
                          "outbound: { partitions: 2 }", "decisions: { partitions: 2 }"],
                 sections: "worker: { metrics_port: \(port) }\nsender: { provider: file }\n",
                 clusterSeeds: h.settings.redis.mode == "cluster" ? h.settings.redis.seeds : [],
-                tls: h.local.redis?.certificates ?? h.local.cluster?.certificates)
+                tls: h.local.redisCertificates)
             let worker = ManagedProcess(executable: CrashTests.waymarkBinary,
                                         arguments: ["worker", "journey", "--config", config.path, "--journeys", TestStack.repoRoot + "/config", "--log-level", "info"],
                                         logFile: h.local.directory.appendingPathComponent("worker.log"))

@@ -76,43 +76,41 @@ trixie_source() {
   cleanup_src; trap - EXIT
 }
 
-# 2. librdkafka >= 2.2 ---------------------------------------------------------
-have=$(pkg-config --modversion rdkafka 2>/dev/null || echo 0)
-if version_ge "$have" "$RDKAFKA_MIN"; then
-  log "librdkafka $have present"
-else
-  log "building librdkafka $RDKAFKA_SOURCE_VERSION from Debian trixie sources (found: $have)"
+# from_trixie LABEL PKGCONFIG MIN SPEC BUILD: unless pkg-config PKGCONFIG reports >= MIN, unpacks
+# trixie's source package SPEC (PACKAGE=VERSION), runs the function BUILD inside it (it installs into
+# /usr/local) and checks the version pkg-config then reports.
+from_trixie() {
+  local label=$1 pc=$2 min=$3 spec=$4 build=$5 have work
+  have=$(pkg-config --modversion "$pc" 2>/dev/null || echo 0)
+  if version_ge "$have" "$min"; then log "$label $have present"; return; fi
+  log "building $label ${spec#*=} from Debian trixie sources (found: $have)"
   work=$(mktemp -d)
-  trixie_source "librdkafka=$RDKAFKA_SOURCE_VERSION" "$work"
-  (cd "$work/src" && ./configure --prefix=/usr/local --no-download >/dev/null \
-      && make -j"$(nproc)" libs >/dev/null 2>&1 && $SUDO make install-subdirs >/dev/null)
+  trixie_source "$spec" "$work"
+  (cd "$work/src" && "$build")
   $SUDO ldconfig
   rm -rf "$work"
-  have=$(pkg-config --modversion rdkafka)
-  version_ge "$have" "$RDKAFKA_MIN" || { log "librdkafka build produced $have"; exit 1; }
-  log "librdkafka $have installed in /usr/local"
-fi
+  have=$(pkg-config --modversion "$pc" 2>/dev/null || echo 0)
+  version_ge "$have" "$min" || { log "$label build produced '$have'"; exit 1; }
+  log "$label $have installed in /usr/local"
+}
+
+# 2. librdkafka >= 2.2 ---------------------------------------------------------
+build_librdkafka() {
+  ./configure --prefix=/usr/local --no-download >/dev/null \
+    && make -j"$(nproc)" libs >/dev/null 2>&1 && $SUDO make install-subdirs >/dev/null
+}
+from_trixie librdkafka rdkafka "$RDKAFKA_MIN" "librdkafka=$RDKAFKA_SOURCE_VERSION" build_librdkafka
 # The loader must pick /usr/local's librdkafka, never a stale distro copy.
 if ! ldconfig -p | grep -q '/usr/local/lib/librdkafka.so.1'; then $SUDO ldconfig; fi
 
 # 2b. hiredis >= 1.2 with TLS (hiredis_ssl) ------------------------------------------
 # bookworm's hiredis 0.14 has no TLS; trixie's 1.2 source is built with USE_SSL=1 into
 # /usr/local, whose headers, pkg-config files and libraries come first in every search path.
-have=$(pkg-config --modversion hiredis_ssl 2>/dev/null || echo 0)
-if version_ge "$have" "$HIREDIS_MIN"; then
-  log "hiredis $have (with TLS) present"
-else
-  log "building hiredis $HIREDIS_SOURCE_VERSION with TLS from Debian trixie sources (found: $have)"
-  work=$(mktemp -d)
-  trixie_source "hiredis=$HIREDIS_SOURCE_VERSION" "$work"
-  (cd "$work/src" && make -j"$(nproc)" USE_SSL=1 PREFIX=/usr/local dynamic static pkgconfig >/dev/null 2>&1 \
-      && $SUDO make USE_SSL=1 PREFIX=/usr/local install >/dev/null)
-  $SUDO ldconfig
-  rm -rf "$work"
-  have=$(pkg-config --modversion hiredis_ssl 2>/dev/null || echo 0)
-  version_ge "$have" "$HIREDIS_MIN" || { log "hiredis build produced '$have'"; exit 1; }
-  log "hiredis $have (with TLS) installed in /usr/local"
-fi
+build_hiredis() {
+  make -j"$(nproc)" USE_SSL=1 PREFIX=/usr/local dynamic static pkgconfig >/dev/null 2>&1 \
+    && $SUDO make USE_SSL=1 PREFIX=/usr/local install >/dev/null
+}
+from_trixie "hiredis (with TLS)" hiredis_ssl "$HIREDIS_MIN" "hiredis=$HIREDIS_SOURCE_VERSION" build_hiredis
 
 # 3. Tansu broker in .venv -------------------------------------------------------
 VENV="$ROOT/.venv"
