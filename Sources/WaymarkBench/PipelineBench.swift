@@ -139,7 +139,8 @@ struct Pipeline: AsyncParsableCommand {
         while true {
             try await Task.sleep(for: .milliseconds(200))
             let lag = try await admin.lag(group: settings.kafka.senderGroup, topics: outbound).map(\.lag).reduce(0, +)
-            if first == nil, lag < Int64(messages) {
+            // The window opens at the first sample with progress and work left (with lag already 0 there is no window).
+            if first == nil, lag < Int64(messages), lag > 0 {
                 first = (ContinuousClock.now, lag, pids.map(Journey.cpuSeconds).reduce(0, +), Journey.cpuSeconds(redisPID))
             }
             lastLag = lag
@@ -148,6 +149,7 @@ struct Pipeline: AsyncParsableCommand {
             if ContinuousClock.now - start > .seconds(600) { throw ValidationError("outbound backlog not drained in 600 s (lag \(lastLag))") }
         }
         let end = ContinuousClock.now
+        if first == nil { print("  backlog drained before the first sample: the rate is measured from the senders' start (start-up included)") }
         let progress = first ?? (start, Int64(messages), 0, 0)
         let seconds = max((end - progress.at).seconds, 0.001)
         let cores = (pids.map(Journey.cpuSeconds).reduce(0, +) - progress.cpu) / seconds
