@@ -46,6 +46,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
@@ -65,7 +67,9 @@ let package = Package(
         .target(
             name: "WaymarkHTTPTesting",
             dependencies: ["WaymarkHTTP", .product(name: "Hummingbird", package: "hummingbird"),
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "_CryptoExtras", package: "swift-crypto")],
             swiftSettings: strict),
         .target(
             name: "WaymarkKafka",
@@ -78,7 +82,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "WaymarkConfig",
-            dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams")],
+            dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams"), .product(name: "Mustache", package: "swift-mustache")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
         .target(name: "WaymarkSample", dependencies: ["WaymarkEngine", "WaymarkWire"], swiftSettings: strict),
@@ -91,7 +95,10 @@ let package = Package(
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                           .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                           .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "_CryptoExtras", package: "swift-crypto"),
+                           .product(name: "Mustache", package: "swift-mustache")],
             swiftSettings: strict),
         .target(
             name: "WaymarkControl",
@@ -149,7 +156,9 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
-                           .product(name: "AsyncHTTPClient", package: "async-http-client")]),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Hummingbird", package: "hummingbird")]),
         .testTarget(name: "WaymarkStateTests", dependencies: ["WaymarkState", "WaymarkRedis", "WaymarkLocalStack"]),
         .testTarget(
             name: "WaymarkWireTests",

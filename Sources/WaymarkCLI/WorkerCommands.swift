@@ -26,7 +26,32 @@ struct Worker: AsyncParsableCommand {
               waymark worker scheduler
               waymark worker sender --channel sms --channel whatsapp
             """,
-        subcommands: [Journey.self, SchedulerCommand.self, Sender.self])
+        subcommands: [Journey.self, SchedulerCommand.self, Sender.self, Receipts.self])
+
+    struct Receipts: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve providers' status callbacks and STOP replies; publish receipts to deliveries.",
+            discussion: """
+                Checks every provider's signature (a provider without its secret in receipts: has no route),                 publishes each message's receipts once and in order (sent, delivered, read; failed, clicked,                 unsubscribed), and withdraws a channel's consent at once on an unsubscribe or STOP reply.                 Stateless: run several behind a load balancer.
+
+                Point the providers at <receipts.public_url>/receipts/<provider>:
+                  twilio: each message's StatusCallback (set by the sender); inbound messages: /receipts/twilio/inbound
+                  whatsapp_cloud: app webhook (GET handshake and POST), field "messages"
+                  sendgrid: signed event webhook;  viber: set_webhook;  rbm: agent webhook;  webhook: /receipts/webhook
+
+                Examples:
+                  waymark worker receipts
+                  WAYMARK_RECEIPTS_PORT=8443 waymark worker receipts --config /etc/waymark/waymark.yaml
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+
+        func run() async throws {
+            let runtime = try WorkerRuntime(global: global, journeys: journeys)
+            let receipts = ReceiptsWorker(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
+            try await runtime.run([receipts])
+        }
+    }
 
     struct Sender: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -61,9 +86,10 @@ struct Worker: AsyncParsableCommand {
             if let providerFile {
                 senderSettings.provider = .file
                 senderSettings.filePath = providerFile
+                senderSettings.providers = [:]
             }
-            let provider = try makeProvider(senderSettings)
-            let sender = SenderWorker(environment: runtime.environment, channels: served, provider: provider,
+            let providers = try ChannelProviders.configured(senderSettings, channels: served)
+            let sender = SenderWorker(environment: runtime.environment, channels: served, providers: providers,
                                       client: runtime.client, redis: runtime.redis)
             try await runtime.run([sender])
         }
@@ -123,14 +149,6 @@ extension WorkerRuntime {
         if let maxEventAgeDays { settings.worker.maxEventAgeDays = maxEventAgeDays }
         let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
         self.init(settings: settings, engine: engine, exporter: exporter)
-    }
-}
-
-/// The provider configured in `sender:`.
-func makeProvider(_ settings: SenderSettings) throws -> any MessageProvider {
-    switch settings.provider {
-    case .file: return try FileProvider(path: settings.filePath)
-    case .webhook: return try WebhookProvider(url: settings.webhookURL, timeout: .milliseconds(settings.timeoutMilliseconds),
-                                              maxConnections: settings.concurrency)
+        environment.templates = try JourneyLoader.loadTemplates(configDirectory: journeys)
     }
 }

@@ -163,13 +163,22 @@ public enum JourneyLoader {
     }
 
     /// Loads `<root>/journeys/*.yaml` and `<root>/rules.yaml` and builds the engine.
+    /// When `<root>/templates` exists, every send step's template is checked against it too.
     public static func loadEngine(configDirectory root: String) throws(JourneyConfigError) -> JourneyEngine {
-        let journeys = try load(directory: (root as NSString).appendingPathComponent("journeys"))
+        let journeysDirectory = (root as NSString).appendingPathComponent("journeys")
+        let journeys = try load(directory: journeysDirectory)
+        let templates = try loadTemplates(configDirectory: root)
+        if !templates.templates.isEmpty { try templates.validate(journeys, journeysDirectory: journeysDirectory) }
         let rulesPath = (root as NSString).appendingPathComponent("rules.yaml")
         let rules = try RulesLoader.load(file: rulesPath)
         do throws(EngineConfigError) { return try JourneyEngine(journeys: journeys, rules: rules) } catch {
             throw JourneyConfigError(file: rulesPath, line: 0, column: 0, message: error.description)
         }
+    }
+
+    /// `<root>/templates` (an empty store when the directory does not exist).
+    public static func loadTemplates(configDirectory root: String) throws(JourneyConfigError) -> TemplateStore {
+        try TemplateStore.load(directory: (root as NSString).appendingPathComponent("templates"))
     }
 
     // MARK: - Pieces

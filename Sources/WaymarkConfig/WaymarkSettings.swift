@@ -149,6 +149,10 @@ public struct SenderSettings: Sendable {
     public var concurrency: Int
     /// A claim older than this is considered abandoned by a crashed sender and is taken over.
     public var claimStaleMilliseconds: Int
+    /// Per-channel providers (`sender.providers`); a channel not listed uses ``provider``.
+    public var providers: [String: ProviderSettings] = [:]
+    /// Directory of templates (`config/templates/`), relative paths against the config directory; empty = none.
+    public var templatesDirectory: String = ""
 }
 
 /// Waymark's runtime settings (`config/waymark.yaml`). Validated when loaded: every error names
@@ -158,6 +162,7 @@ public struct WaymarkSettings: Sendable {
     public var redis: RedisSettings
     public var worker: WorkerSettings
     public var sender: SenderSettings
+    public var receipts: ReceiptsSettings = ReceiptsSettings()
 
     public static let knownChannels: Set<String> = ["sms", "rcs", "whatsapp", "viber", "email", "push"]
 
@@ -177,7 +182,7 @@ public struct WaymarkSettings: Sendable {
     /// Parses settings from YAML text (see ``load(path:environment:)``).
     public static func parse(_ text: String, file: String, environment: [String: String] = [:]) throws -> WaymarkSettings {
         let reader = ConfigReader(file: file)
-        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker", "sender"])
+        let root = try reader.mapping(reader.parse(text), "", allowed: ["kafka", "redis", "worker", "sender", "receipts"])
 
         let kafkaNode = try reader.mapping(root["kafka"] ?? Node.mapping(.init([])), "kafka", allowed: [
             "bootstrap_servers", "properties", "topics", "channels", "groups", "sasl_password_env", "sasl_password_file",
@@ -337,7 +342,7 @@ public struct WaymarkSettings: Sendable {
         }
         let senderNode = try reader.mapping(root["sender"] ?? Node.mapping(.init([])), "sender", allowed: [
             "provider", "file_path", "webhook_url", "timeout_ms", "rate_per_second", "burst", "max_attempts",
-            "retry_backoff_ms", "concurrency", "claim_stale_ms",
+            "retry_backoff_ms", "concurrency", "claim_stale_ms", "providers", "templates",
         ])
         let providerText = try reader.string(senderNode, "provider", "sender", default: "file")
         guard let provider = SenderSettings.Provider(rawValue: providerText) else {
@@ -359,7 +364,22 @@ public struct WaymarkSettings: Sendable {
             retryBackoffMilliseconds: try reader.int(senderNode, "retry_backoff_ms", "sender", default: 1_000, range: 1...3_600_000),
             concurrency: try reader.int(senderNode, "concurrency", "sender", default: 32, range: 1...1_024),
             claimStaleMilliseconds: try reader.int(senderNode, "claim_stale_ms", "sender", default: 30_000, range: 100...86_400_000))
-        return WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: sender)
+        var senderSettings = sender
+        if let providersNode = senderNode["providers"], !reader.isNull(providersNode) {
+            for (key, value) in try reader.mapping(providersNode, "sender.providers", allowed: Self.knownChannels) {
+                let channel = key.string ?? ""
+                senderSettings.providers[channel] = try ProviderSettings.parse(value, channel: channel, reader: reader) { m, k, p, what in
+                    try secret(m, k, p, what: what)
+                }
+            }
+        }
+        senderSettings.templatesDirectory = try reader.string(senderNode, "templates", "sender", default: "")
+        var settings = WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: senderSettings)
+        let receiptsNode = root["receipts"].flatMap { reader.isNull($0) ? nil : $0 } ?? Node.mapping(.init([]))
+        settings.receipts = try ReceiptsSettings.parse(receiptsNode, reader: reader, environment: environment) { m, k, p, what in
+            try secret(m, k, p, what: what)
+        }
+        return settings
     }
 
     /// `redis.tls` (a mapping; `enabled: false` or no mapping means plain TCP), then the

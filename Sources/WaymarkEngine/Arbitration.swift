@@ -40,6 +40,12 @@ extension Run {
             return rules.consent.allowWithoutProfile ? nil
                 : ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:no_profile")
         }
+        if p.withdrawn.contains(ch) {
+            return ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:\(ch.rawValue):unsubscribed")
+        }
+        if p.optedOut && !transactional {
+            return ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:opted_out")
+        }
         let needsConsent = !(transactional && !rules.consent.transactionalRequiresConsent)
         if needsConsent && p.consent[ch] != true {
             return ChannelRejection(channel: ch, reason: .suppressedNoConsent, rule: "consent:\(ch.rawValue)")

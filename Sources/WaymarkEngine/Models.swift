@@ -119,6 +119,12 @@ public struct CustomerProfile: Sendable, Hashable {
     public var preferredChannels: [Channel]
     /// Segment, persona, tier and other attributes used by journey conditions.
     public var attributes: [String: AttributeValue]
+    /// Channels the customer unsubscribed from (an unsubscribe link, a STOP reply): no message of
+    /// any kind goes there, whatever `consent` says, until the customer subscribes again.
+    public var withdrawn: Set<Channel> = []
+    /// Global opt-out (the profile's `opt_out`, or an unsubscribe from everything): every
+    /// non-transactional message is suppressed on every channel.
+    public var optedOut: Bool = false
 
     public init(customerID: String, timezone: String? = nil, locale: String? = nil,
                 contacts: [Channel: String] = [:], consent: [Channel: Bool] = [:],

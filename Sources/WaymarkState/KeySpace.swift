@@ -57,6 +57,17 @@ public struct KeySpace: Sendable, Hashable {
     public func delayedMessages(shard: Int) -> String { "\(prefix):\(tag(shard)):dlm" }
     /// Hash of sender dedup marks for messages of this shard's customers: message id → status.
     public func sent(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):sent:\(customer)" }
+    /// Hash of what the receipts endpoint knows of a message handed to a provider: `c` (its
+    /// ``ReceiptContext``), `s` (the furthest status published: 1 sent, 2 delivered, 3 read) and one
+    /// field per once-only receipt (`failed`, `clicked`, `unsubscribed`). Keyed by message id, as
+    /// providers' callbacks carry it (not the customer); its own hash tag.
+    public func receipt(_ messageID: String) -> String { "\(prefix):rx:{\(messageID)}" }
+    /// String: the message id of a provider's reference (`viber` message tokens), for providers whose
+    /// callbacks carry only their own id.
+    public func providerReference(_ provider: String, _ reference: String) -> String { "\(prefix):ref:{\(provider):\(reference)}" }
+    /// String: the customer a recipient address belongs to, for inbound STOP replies (which carry only
+    /// the sender's address). `digest` is a SHA-256 of channel and address: no address is stored.
+    public func addressIndex(_ digest: String) -> String { "\(prefix):adr:{\(digest)}" }
     /// String: the holder of the rebuild fence (see ``Fence``), with an expiry.
     public var fence: String { "\(prefix):fence" }
     /// Hash of the checkpoint of rebuild `id`: `offsets` (end-offset snapshot) and `done` (customers finished).

@@ -9,6 +9,8 @@ public struct StoredCustomer: Sendable {
     public var state: [UInt8]?
     /// The profile JSON, `nil` when no profile has arrived yet.
     public var profile: [UInt8]?
+    /// What the customer unsubscribed from (see ``Suppressions``).
+    public var suppressions: Suppressions = Suppressions()
 }
 
 /// A state change to commit for one customer.
@@ -76,7 +78,7 @@ public final class RedisStateStore: Sendable {
         commands.reserveCapacity(customers.count * 2)
         for customer in customers {
             commands.append(RedisCommand("HMGET", keys.state(customer), "v", "s"))
-            commands.append(RedisCommand("HGET", keys.profile(customer), "p"))
+            commands.append(RedisCommand("HMGET", keys.profile(customer), "p", "x"))
         }
         let replies = try await connection.pipeline(commands)
         return try customers.enumerated().map { index, customer in
@@ -86,16 +88,22 @@ public final class RedisStateStore: Sendable {
             }
             let fields = stateReply.array ?? []
             let version = fields.first?.string.flatMap { Int64($0) } ?? 0
+            let profileFields = profileReply.array ?? []
             return StoredCustomer(customer: customer, version: version,
-                                  state: fields.count > 1 ? fields[1].bytes : nil, profile: profileReply.bytes)
+                                  state: fields.count > 1 ? fields[1].bytes : nil, profile: profileFields.first?.bytes,
+                                  suppressions: Suppressions(decoding: profileFields.count > 1 ? profileFields[1].bytes : nil))
         }
     }
 
-    /// Profiles of `customers` (those that have one), in one round trip.
-    public func loadProfiles(_ customers: [String]) async throws -> [(customer: String, profile: [UInt8])] {
+    /// Profiles of `customers` (those that have one) and their suppressions, in one round trip.
+    public func loadProfiles(_ customers: [String]) async throws -> [(customer: String, profile: [UInt8], suppressions: Suppressions)] {
         if customers.isEmpty { return [] }
-        let replies = try await connection.pipeline(customers.map { RedisCommand("HGET", keys.profile($0), "p") })
-        return zip(customers, replies).compactMap { customer, reply in reply.bytes.map { (customer, $0) } }
+        let replies = try await connection.pipeline(customers.map { RedisCommand("HMGET", keys.profile($0), "p", "x") })
+        return zip(customers, replies).compactMap { customer, reply in
+            let fields = reply.array ?? []
+            guard let profile = fields.first?.bytes else { return nil }
+            return (customer, profile, Suppressions(decoding: fields.count > 1 ? fields[1].bytes : nil))
+        }
     }
 
     /// Customers of one shard per commit or acknowledge script call (bounds how long one call holds Redis).

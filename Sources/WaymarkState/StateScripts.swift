@@ -125,7 +125,7 @@ enum StateScripts {
             -- Keep the key (a DEL then HSET would touch a deleted key): set the origin, drop the rest.
             removed = redis.call('EXISTS', KEYS[1])
             redis.call('HSET', KEYS[1], 'o', ARGV[2])
-            redis.call('HDEL', KEYS[1], 'p')
+            redis.call('HDEL', KEYS[1], 'p', 'x')
             redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
         else
             removed = redis.call('DEL', KEYS[1])
@@ -150,5 +150,24 @@ enum StateScripts {
         return removed
         """)
 
-    static let all = [commit, ack, putProfile, erase]
+    /// Adds or removes one suppression entry (see ``Suppressions``) in the profile hash's field `x`.
+    /// KEYS: profile. ARGV: entry, ms, 'add' or 'remove'. Returns 1 when changed.
+    static let suppress = RedisScript(name: "waymark.suppress", source: """
+        local current = redis.call('HGET', KEYS[1], 'x') or ''
+        local kept, found = {}, false
+        for line in string.gmatch(current, '[^\\n]+') do
+            local entry = string.match(line, '^(%S+)')
+            if entry == ARGV[1] then found = true else kept[#kept + 1] = line end
+        end
+        if ARGV[3] == 'add' then
+            if found then return 0 end
+            redis.call('HSET', KEYS[1], 'x', current .. ARGV[1] .. ' ' .. ARGV[2] .. '\\n')
+            return 1
+        end
+        if not found then return 0 end
+        if #kept == 0 then redis.call('HDEL', KEYS[1], 'x') else redis.call('HSET', KEYS[1], 'x', table.concat(kept, '\\n') .. '\\n') end
+        return 1
+        """)
+
+    static let all = [commit, ack, putProfile, erase, suppress]
 }

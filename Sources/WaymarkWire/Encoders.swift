@@ -97,6 +97,7 @@ extension CustomerProfile {
         w.endObject()
         w.key("customer_id"); w.string(customerID)
         w.key("locale"); w.optionalString(locale)
+        if optedOut { w.key("opt_out"); w.bool(true) }
         w.key("preferred_channels"); w.beginArray(); for c in preferredChannels { w.string(c.rawValue) }; w.endArray()
         w.key("timezone"); w.optionalString(timezone)
         w.endObject()
@@ -104,18 +105,29 @@ extension CustomerProfile {
     }
 }
 
-/// A delivery receipt on `deliveries`: what a sender learnt about a message, fed back to journeys
-/// as a touchpoint of type `message_delivered` or `message_failed` (journeys react to those types).
+/// A delivery receipt on `deliveries`: what a sender or a provider's status callback said about a
+/// message, fed back to journeys as a touchpoint of the outcome's type (journeys react to those types).
 public struct DeliveryReceipt: Sendable, Hashable {
     public enum Outcome: String, Sendable, Hashable, CaseIterable {
-        /// Handed to the provider, which accepted it.
+        /// Handed to the provider, which accepted it (the sender says so).
+        case sent = "message_sent"
+        /// The provider says it reached the device or mailbox (status callback).
         case delivered = "message_delivered"
-        /// Not sent: expired, no consent at send time, or every channel failed permanently.
+        /// The recipient opened or read it (WhatsApp, RCS, Viber read receipts; e-mail opens).
+        case read = "message_read"
+        /// Not sent or not delivered: expired, no consent at send time, every channel failed
+        /// permanently, or the provider reported a failure after accepting it.
         case failed = "message_failed"
+        /// The recipient followed a link or tapped the notification.
+        case clicked = "message_clicked"
+        /// The recipient unsubscribed from the channel (an unsubscribe link, a STOP reply).
+        case unsubscribed = "message_unsubscribed"
     }
 
-    /// The source every receipt carries.
+    /// The source of receipts a sender publishes.
     public static let source = "waymark-sender"
+    /// The source of receipts `waymark worker receipts` publishes from providers' callbacks.
+    public static let receiptsSource = "waymark-receipts"
 
     public var outcome: Outcome
     public var messageID: String
@@ -126,11 +138,14 @@ public struct DeliveryReceipt: Sendable, Hashable {
     public var template: String
     public var at: Timestamp
     public var detail: String?
+    /// `waymark-sender` or `waymark-receipts`.
+    public var source: String = DeliveryReceipt.source
 
     public init(outcome: Outcome, messageID: String, customerID: String, channel: Channel, journey: String, step: String,
-                template: String, at: Timestamp, detail: String? = nil) {
+                template: String, at: Timestamp, detail: String? = nil, source: String = DeliveryReceipt.source) {
         self.outcome = outcome; self.messageID = messageID; self.customerID = customerID; self.channel = channel
         self.journey = journey; self.step = step; self.template = template; self.at = at; self.detail = detail
+        self.source = source
     }
 
     /// The receipt for `message`.
@@ -152,19 +167,19 @@ public struct DeliveryReceipt: Sendable, Hashable {
         ]
         if let detail { attributes["detail"] = .string(detail) }
         return Touchpoint(eventID: eventID, customerID: customerID, type: outcome.rawValue, occurredAt: at,
-                          source: Self.source, attributes: attributes)
+                          source: source, attributes: attributes)
     }
 
     /// The receipt a touchpoint carries, `nil` when it is not one.
     public init?(_ touchpoint: Touchpoint) {
-        guard touchpoint.source == Self.source, let outcome = Outcome(rawValue: touchpoint.type),
+        guard touchpoint.source == Self.source || touchpoint.source == Self.receiptsSource, let outcome = Outcome(rawValue: touchpoint.type),
               case .string(let id)? = touchpoint.attributes["message_id"],
               case .string(let channelName)? = touchpoint.attributes["channel"], let channel = Channel(rawValue: channelName)
         else { return nil }
         func text(_ name: String) -> String? { if case .string(let s)? = touchpoint.attributes[name] { s } else { nil } }
         self.init(outcome: outcome, messageID: id, customerID: touchpoint.customerID, channel: channel,
                   journey: text("journey") ?? "", step: text("step") ?? "", template: text("template") ?? "",
-                  at: touchpoint.occurredAt, detail: text("detail"))
+                  at: touchpoint.occurredAt, detail: text("detail"), source: touchpoint.source ?? Self.source)
     }
 
     public func jsonBytes() -> [UInt8] { touchpoint.jsonBytes() }

@@ -11,9 +11,23 @@ public struct ProviderHandoff: Sendable, Hashable {
     /// The recipient address (personal data: never log it).
     public var to: String
     public var message: OutboundMessage
+    /// The text its template rendered (body, subject or title, and the locale used), if any.
+    public var rendered: (body: String, subject: String?, locale: String)?
 
-    public init(idempotencyKey: String, attempt: Int, handedAt: Int64, to: String, message: OutboundMessage) {
+    public init(idempotencyKey: String, attempt: Int, handedAt: Int64, to: String, message: OutboundMessage,
+                rendered: (body: String, subject: String?, locale: String)? = nil) {
         self.idempotencyKey = idempotencyKey; self.attempt = attempt; self.handedAt = handedAt; self.to = to; self.message = message
+        self.rendered = rendered
+    }
+
+    public static func == (a: ProviderHandoff, b: ProviderHandoff) -> Bool {
+        a.idempotencyKey == b.idempotencyKey && a.attempt == b.attempt && a.handedAt == b.handedAt && a.to == b.to && a.message == b.message
+            && a.rendered?.body == b.rendered?.body && a.rendered?.subject == b.rendered?.subject && a.rendered?.locale == b.rendered?.locale
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(idempotencyKey); hasher.combine(attempt); hasher.combine(handedAt); hasher.combine(to); hasher.combine(message)
+        hasher.combine(rendered?.body)
     }
 
     /// The line, without its newline. `idempotency_key` comes first so the provider can find the
@@ -26,6 +40,13 @@ public struct ProviderHandoff: Sendable, Hashable {
         w.key("handed_at"); w.int(handedAt)
         w.key("to"); w.string(to)
         w.key("message"); w.rawJSON(message.jsonBytes())
+        if let rendered {
+            w.key("rendered"); w.beginObject()
+            w.key("body"); w.string(rendered.body)
+            w.key("subject"); w.optionalString(rendered.subject)
+            w.key("locale"); w.string(rendered.locale)
+            w.endObject()
+        }
         w.endObject()
         return w.bytes
     }
@@ -51,8 +72,14 @@ public struct ProviderHandoff: Sendable, Hashable {
                   case .object(let fields)? = o["message"] else {
                 return .failure(Rejection(.missingField, "a handoff needs idempotency_key, attempt, handed_at, to and message"))
             }
+            var rendered: (body: String, subject: String?, locale: String)?
+            if case .object(let r)? = o["rendered"], case .string(let body)? = r["body"], case .string(let locale)? = r["locale"] {
+                var subject: String?
+                if case .string(let s)? = r["subject"] { subject = s }
+                rendered = (body, subject, locale)
+            }
             return parser.outbound(fields: fields, key: .none).map {
-                ProviderHandoff(idempotencyKey: key, attempt: Int(attempt), handedAt: Int64(handedAt), to: to, message: $0)
+                ProviderHandoff(idempotencyKey: key, attempt: Int(attempt), handedAt: Int64(handedAt), to: to, message: $0, rendered: rendered)
             }
         }
     }

@@ -183,6 +183,11 @@ public struct RecordParser: Sendable {
             default: return .failure(Rejection(.wrongType, "preferred_channels must be a list"))
             }
             if let attributes = objectField(object, "attributes") { profile.attributes = attributes }
+            switch object["opt_out"] {
+            case nil, .null?: break
+            case .bool(let flag)?: profile.optedOut = flag
+            default: return .failure(Rejection(.wrongType, "opt_out must be true or false"))
+            }
             for name in ["contacts", "consent", "attributes"] {
                 if let field = object[name], field != .null, objectField(object, name) == nil {
                     return .failure(Rejection(.wrongType, "\(name) must be an object"))

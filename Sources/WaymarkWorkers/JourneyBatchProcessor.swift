@@ -88,6 +88,7 @@ public struct JourneyBatchProcessor: Sendable {
         var events: [String: [Touchpoint]] = [:]
         var eventRecords: [String: [KafkaConsumerRecord]] = [:]  // for dead-lettering unknown customers
         var order: [String] = []
+        var suppressionChanges: [SuppressionChange] = []
         // Parsing is independent per record: spread over the cores, then grouped in partition order.
         let parseStart = ContinuousClock.now
         let parser = environment.parser
@@ -121,6 +122,7 @@ public struct JourneyBatchProcessor: Sendable {
                 if environment.settings.worker.unknownCustomer == .deadLetter {
                     eventRecords[touchpoint.customerID, default: []].append(record)
                 }
+                if let change = SuppressionChange(touchpoint) { suppressionChanges.append(change) }
                 output.stats.touchpoints += 1
             case .rejected(let rejection):
                 deadLetter(record, rejection, now: now, into: &output)
@@ -142,6 +144,11 @@ public struct JourneyBatchProcessor: Sendable {
                 environment.logger.notice("customers erased by tombstones", metadata: ["erasure.count": "\(output.stats.erasures)"])
             }
         }
+        // Unsubscribes from any source (the receipts worker has usually recorded them already:
+        // recording again changes nothing), before the batch's sends are decided.
+        for change in suppressionChanges {
+            try await store.suppress(change.customer, change.entry, at: change.at, withdraw: change.withdraw)
+        }
         output.stats.customers = order.count
         output.stats.profileMilliseconds = (ContinuousClock.now - profileStart).milliseconds
 
@@ -150,7 +157,7 @@ public struct JourneyBatchProcessor: Sendable {
         let (outcomes, run) = try await committer.run(order, wallNow: { WallClock.now().milliseconds }) {
             [self] (stored, state) -> (StateWrite, EngineResult)? in
             let customer = stored.customer
-            let profile = profileCache.profile(customer, bytes: stored.profile)
+            let profile = profileCache.profile(customer, bytes: stored.profile, suppressions: stored.suppressions)
             if profile == nil, environment.settings.worker.unknownCustomer == .deadLetter { return nil }
             // The customer's watermark: the latest event time read from its lagging partitions.
             var watermark: Timestamp? = nil
@@ -207,7 +214,7 @@ public struct JourneyBatchProcessor: Sendable {
         let (outcomes, run) = try await committer.run(customers, wallNow: { WallClock.now().milliseconds }) {
             [self] (stored, state) -> (StateWrite, EngineResult)? in
             guard stored.state != nil else { return nil }
-            let profile = profileCache.profile(stored.customer, bytes: stored.profile)
+            let profile = profileCache.profile(stored.customer, bytes: stored.profile, suppressions: stored.suppressions)
             let result = environment.engine.wake(state, customerID: stored.customer, profile: profile, now: now, timing: .live,
                                                  watermark: watermark)
             return (write(for: stored.customer, version: stored.version, result: result), result)
@@ -295,8 +302,13 @@ final class ProfileCache: Sendable {
         self.parser = parser
     }
 
-    /// The profile stored as `bytes`, parsed at most once while unchanged; `nil` without (valid) bytes.
-    func profile(_ customer: String, bytes: [UInt8]?) -> CustomerProfile? {
+    /// The profile stored as `bytes` with the customer's own unsubscribes applied, parsed at most once
+    /// while unchanged; `nil` without (valid) bytes.
+    func profile(_ customer: String, bytes: [UInt8]?, suppressions: Suppressions) -> CustomerProfile? {
+        parsed(customer, bytes: bytes)?.applying(suppressions)
+    }
+
+    private func parsed(_ customer: String, bytes: [UInt8]?) -> CustomerProfile? {
         guard let bytes else { return nil }
         if let hit = entries.withLock({ $0[customer] }), hit.bytes == bytes { return hit.profile }
         guard case .success(let profile) = parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) else { return nil }

@@ -33,7 +33,8 @@ public let attemptHeader = "x-waymark-attempt"
 public final class SenderWorker: Service, Sendable {
     public let environment: WorkerEnvironment
     public let channels: [Channel]
-    private let provider: any MessageProvider
+    /// The provider, rate and burst of each served channel.
+    public let providers: ChannelProviders
     private let client: KafkaClientConfiguration
     private let redis: RedisConfiguration
     /// Stop requests, graceful shutdown and cancellation.
@@ -55,14 +56,28 @@ public final class SenderWorker: Service, Sendable {
         public var deadLettered = 0
     }
 
-    public init(environment: WorkerEnvironment, channels: [Channel], provider: any MessageProvider,
+    public init(environment: WorkerEnvironment, channels: [Channel], providers: ChannelProviders,
                 client: KafkaClientConfiguration, redis: RedisConfiguration) {
         self.environment = environment
         self.channels = channels
-        self.provider = provider
+        self.providers = providers
         self.client = client
         self.redis = redis
         self.permits = CallPermits(environment.settings.sender.concurrency)
+    }
+
+    /// One provider for every channel at `sender.rate_per_second` (tests, benchmarks, the file provider).
+    public convenience init(environment: WorkerEnvironment, channels: [Channel], provider: any MessageProvider,
+                            client: KafkaClientConfiguration, redis: RedisConfiguration) {
+        let sender = environment.settings.sender
+        self.init(environment: environment, channels: channels,
+                  providers: ChannelProviders(provider, channels: channels, ratePerSecond: sender.ratePerSecond, burst: sender.burst),
+                  client: client, redis: redis)
+    }
+
+    private func provider(_ channel: Channel) -> any MessageProvider {
+        guard let route = providers.routes[channel] else { preconditionFailure("no provider for channel \(channel.rawValue)") }
+        return route.provider
     }
 
     public func stop() { control.request() }
@@ -76,18 +91,21 @@ public final class SenderWorker: Service, Sendable {
     private func work() async throws {
         let settings = environment.settings
         for channel in channels {  // series exist from the start, at 0
-            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name), ("channel", channel.rawValue)]).increment(by: 0)
+            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider(channel).name), ("channel", channel.rawValue)]).increment(by: 0)
         }
         Counter(label: "waymark_dead_letters_total", dimensions: [("reason", RejectionReason.deliveryFailed.rawValue)]).increment(by: 0)
         let logger = environment.logger
         let connection = try await RedisConnection.connect(redis, logger: logger)
         let store = SenderStore(connection: connection, keys: environment.keys)
+        let receipts = ReceiptStore(connection: connection, keys: environment.keys)
         let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
         let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: settings.kafka.senderGroup), logger: logger)
         try consumer.subscribe(channels.map { settings.kafka.outboundTopic($0.rawValue) })
         let publisher = OutboxPublisher(producer: producer, store: environment.stateStore(connection), logger: logger,
                                         giveUp: { [control] in control.shouldGiveUp })
-        logger.info("sender running", metadata: ["channels": "\(channels.map(\.rawValue))", "provider": "\(provider.name)"])
+        logger.info("sender running", metadata: [
+            "channels": "\(channels.map(\.rawValue))", "providers": "\(channels.map { "\($0.rawValue)=\(provider($0).name)" })",
+        ])
         typealias InFlight = (batch: [KafkaConsumerRecord], output: Task<[KafkaProducerRecord], any Error>)
         /// Publishes a batch's output and commits its offsets (batches finish in the order they started).
         func finish(_ done: InFlight) async throws {
@@ -106,7 +124,7 @@ public final class SenderWorker: Service, Sendable {
                 // While `previous` runs, this poll is what overlaps it: at most two batches are in flight.
                 let batch = try await consumer.poll(maxRecords: 500, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
                 current = batch.isEmpty ? nil : (batch, Task {
-                    try await publisher.retrying("send batch") { try await self.send(batch, store: store) }
+                    try await publisher.retrying("send batch") { try await self.send(batch, store: store, receipts: receipts) }
                 })
                 if let done = previous { try await finish(done) }
                 previous = current
@@ -124,10 +142,11 @@ public final class SenderWorker: Service, Sendable {
         await consumer.close()
         await producer.close()
         await connection.close()
+        await providers.shutdown()
     }
 
     /// Handles one batch; returns the records to publish (receipts, decisions, fallbacks, dead letters).
-    func send(_ batch: [KafkaConsumerRecord], store: SenderStore) async throws -> [KafkaProducerRecord] {
+    func send(_ batch: [KafkaConsumerRecord], store: SenderStore, receipts: ReceiptStore) async throws -> [KafkaProducerRecord] {
         let settings = environment.settings
         let now = environment.clock()
         var out: [KafkaProducerRecord] = []
@@ -144,10 +163,13 @@ public final class SenderWorker: Service, Sendable {
             }
         }
         let customers = Array(Set(messages.map(\.0.customerID))).sorted()
-        let loaded = try await environment.stateStore(store.connection).loadProfiles(customers)
+        let stateStore = environment.stateStore(store.connection)
+        let loaded = try await stateStore.loadProfiles(customers)
         var profiles: [String: CustomerProfile] = [:]
-        for (customer, bytes) in loaded {
-            if case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) { profiles[customer] = p }
+        for (customer, bytes, suppressions) in loaded {
+            if case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) {
+                profiles[customer] = p.applying(suppressions)
+            }
         }
 
         // Send-time rules.
@@ -174,6 +196,13 @@ public final class SenderWorker: Service, Sendable {
                 stats.parked += 1
                 continue
             }
+            if let profile, profile.withdrawn.contains(message.channel) || (profile.optedOut && !message.transactional) {
+                let rule = profile.withdrawn.contains(message.channel) ? "consent:\(message.channel.rawValue):unsubscribed" : "consent:opted_out"
+                out += outcome(message, .suppressedNoConsent, rule: "send_time:\(rule)", now: now,
+                               receipt: .failed, detail: "the customer unsubscribed before the moment of sending")
+                stats.noConsent += 1
+                continue
+            }
             guard let address = profile?.contacts[message.channel], profile?.consent[message.channel] == true else {
                 out += outcome(message, .suppressedNoConsent, rule: "send_time:consent:\(message.channel.rawValue)", now: now,
                                receipt: .failed, detail: "no consent or address at send time")
@@ -184,7 +213,13 @@ public final class SenderWorker: Service, Sendable {
         }
         try await store.park(parked, releaseClaims: false)
 
-        // Claim, then call the provider under the shared rate limit.
+        // Claim (and leave what a status callback will need, before the call can trigger one), then
+        // call the provider under the shared rate limit.
+        try await receipts.remember(candidates.map { c in
+            (c.0.messageID.description, ReceiptContext(customer: c.0.customerID, channel: c.0.channel.rawValue, journey: c.0.journey,
+                                                       step: c.0.step, template: c.0.template, provider: provider(c.0.channel).name),
+             AddressDigest.of(c.0.channel, c.2))
+        })
         let claims = try await store.claim(candidates.map { ($0.0.customerID, $0.0.messageID.description, $0.0.channel.rawValue) },
                                            staleAfterMs: settings.sender.claimStaleMilliseconds)
         var toSend: [(OutboundMessage, Int, String)] = []
@@ -204,7 +239,7 @@ public final class SenderWorker: Service, Sendable {
         // sees `done` (skip) or a stale claim (take over).
         try await store.park(busy, releaseClaims: false)
 
-        let results = try await deliver(toSend, store: store)
+        let results = try await deliver(toSend, store: store, receipts: receipts)
         var delivered: [Channel: Int] = [:]
         var retries: [(customer: String, messageID: String, topic: String, message: [UInt8], attempt: Int, due: Int64)] = []
         for ((message, attempt, _), result) in zip(toSend, results) {
@@ -212,16 +247,23 @@ public final class SenderWorker: Service, Sendable {
             case .accepted:
                 stats.delivered += 1
                 delivered[message.channel, default: 0] += 1
-                out.append(receipt(.delivered, message, now: now, detail: nil))
-            case .transientFailure(let reason) where attempt < settings.sender.maxAttempts:
-                let backoff = min(Int64(settings.sender.retryBackoffMilliseconds) << Int64(min(attempt - 1, 20)), 300_000)
+                out.append(receipt(.sent, message, now: now, detail: nil))
+            case .transientFailure(let reason) where attempt < settings.sender.maxAttempts,
+                 .throttled(let reason, _) where attempt < settings.sender.maxAttempts:
+                var backoff = min(Int64(settings.sender.retryBackoffMilliseconds) << Int64(min(attempt - 1, 20)), 300_000)
+                if case .throttled(_, let retryAfter?) = result { backoff = max(backoff, Int64(min(retryAfter, 3_600_000))) }
                 retries.append((message.customerID, message.messageID.description, settings.kafka.outboundTopic(message.channel.rawValue),
                                 message.jsonBytes(), attempt + 1, now.milliseconds + backoff))
                 stats.retried += 1
                 environment.logger.info("provider failed transiently; retrying", metadata: ["reason": "\(reason)", "attempt": "\(attempt)"])
-            case .transientFailure(let reason), .permanentFailure(let reason):
+            case .transientFailure(let reason), .throttled(let reason, _), .permanentFailure(let reason), .recipientUnsubscribed(let reason):
+                if case .recipientUnsubscribed = result {
+                    // The provider knows the recipient opted out (a STOP it handled): withdraw the channel here too.
+                    try await stateStore.suppress(message.customerID, message.channel.rawValue, at: now.milliseconds)
+                    profiles[message.customerID]?.withdrawn.insert(message.channel)
+                }
                 environment.logger.warning("provider refused a message", metadata: [
-                    "provider": "\(provider.name)", "channel": "\(message.channel.rawValue)", "message.id": "\(message.messageID)",
+                    "provider": "\(provider(message.channel).name)", "channel": "\(message.channel.rawValue)", "message.id": "\(message.messageID)",
                     "reason": "\(reason)", "attempt": "\(attempt)",
                 ])
                 try await store.release(customer: message.customerID, messageID: message.messageID.description)
@@ -231,7 +273,7 @@ public final class SenderWorker: Service, Sendable {
                     copy.fallbackChannels = Array(message.fallbackChannels.drop { $0 != fallback }.dropFirst())
                     out.append(KafkaProducerRecord(topic: settings.kafka.outboundTopic(fallback.rawValue),
                                                    key: Array(message.customerID.utf8), value: copy.jsonBytes()))
-                    out += outcome(copy, .fallbackChannel, rule: "provider:\(provider.name)", now: now, receipt: nil,
+                    out += outcome(copy, .fallbackChannel, rule: "provider:\(provider(message.channel).name)", now: now, receipt: nil,
                                    detail: "\(message.channel.rawValue) failed: \(reason)")
                     stats.fallbacks += 1
                 } else {
@@ -253,7 +295,7 @@ public final class SenderWorker: Service, Sendable {
         }
         try await store.park(retries)
         for (channel, count) in delivered {
-            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider.name), ("channel", channel.rawValue)]).increment(by: count)
+            Counter(label: "waymark_sender_delivered_total", dimensions: [("provider", provider(channel).name), ("channel", channel.rawValue)]).increment(by: count)
         }
         totals.withLock { total in
             total.delivered += stats.delivered; total.duplicatesSkipped += stats.duplicatesSkipped; total.parked += stats.parked
@@ -267,7 +309,7 @@ public final class SenderWorker: Service, Sendable {
     /// for its own token from the channel's shared rate limiter and starts the moment it has one (a
     /// batch of tokens is asked for at once, but never more than calls that can start right away), and
     /// an accepted message is marked done the moment the provider answers.
-    private func deliver(_ items: [(OutboundMessage, Int, String)], store: SenderStore) async throws -> [ProviderResult] {
+    private func deliver(_ items: [(OutboundMessage, Int, String)], store: SenderStore, receipts: ReceiptStore) async throws -> [ProviderResult] {
         let settings = environment.settings.sender
         var results = [ProviderResult](repeating: .transientFailure(reason: "not attempted"), count: items.count)
         // Same-channel calls next to each other, so one limiter request can cover several.
@@ -278,12 +320,14 @@ public final class SenderWorker: Service, Sendable {
                 // One call slot, waited for; then as many more as are free now, for same-channel calls.
                 await permits.acquire()
                 let channel = items[order[next]].0.channel
+                guard let route = providers.routes[channel] else { preconditionFailure("no provider for \(channel.rawValue)") }
+                let provider = route.provider
                 var wanted = 1
                 while next + wanted < order.count, items[order[next + wanted]].0.channel == channel, permits.tryAcquire() { wanted += 1 }
                 let granted: Int, wait: Int
                 do {
                     (granted, wait) = try await store.acquire(provider: "\(provider.name).\(channel.rawValue)", count: wanted,
-                                                             rate: settings.ratePerSecond, burst: settings.burst)
+                                                             rate: route.ratePerSecond, burst: route.burst)
                 } catch {
                     permits.release(wanted)
                     throw error
@@ -296,15 +340,20 @@ public final class SenderWorker: Service, Sendable {
                 for _ in 0..<granted {
                     let i = order[next]
                     let (message, attempt, address) = items[i]
-                    group.addTask { [provider, permits] in
+                    group.addTask { [provider, permits, templates = environment.templates] in
                         defer { permits.release(1) }
                         let started = ContinuousClock.now
-                        let result = await provider.deliver(ProviderRequest(message: message, address: address, attempt: attempt))
+                        let rendered = templates.render(message.template, channel: message.channel, locale: message.locale,
+                                                        customerID: message.customerID, variables: message.variables)
+                        let result = await provider.deliver(ProviderRequest(message: message, address: address, attempt: attempt, rendered: rendered))
                         Metrics.Timer(label: "waymark_provider_seconds", dimensions: [("provider", provider.name)])
                             .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
-                        if case .accepted = result {
+                        if case .accepted(let reference) = result {
                             try await store.complete(customer: message.customerID, messageID: message.messageID.description,
                                                      channel: message.channel.rawValue)
+                            if let reference, provider.receiptsByReference {
+                                try await receipts.link(provider: provider.name, reference: reference, messageID: message.messageID.description)
+                            }
                         } else {
                             Counter(label: "waymark_provider_errors_total", dimensions: [("provider", provider.name)]).increment()
                         }

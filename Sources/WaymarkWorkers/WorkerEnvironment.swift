@@ -18,6 +18,8 @@ public struct WorkerEnvironment: Sendable {
     /// The clock. Live workers use the wall clock; tests inject their own.
     public var clock: @Sendable () -> Timestamp
     public var logger: Logger
+    /// Message templates (`config/templates/`), rendered by senders; empty when there are none.
+    public var templates: TemplateStore = TemplateStore()
 
     public init(settings: WaymarkSettings, engine: JourneyEngine, clock: @escaping @Sendable () -> Timestamp = WallClock.now,
                 logger: Logger = Logger(label: "waymark.worker")) {

@@ -24,7 +24,7 @@ import Glibc
 /// (finish the batch in flight, publish, commit, leave the group), and ``run(_:ready:)`` returns once
 /// all have stopped. If one service fails, the others are shut down gracefully and the error is thrown.
 public struct WorkerRuntime: Sendable {
-    public let environment: WorkerEnvironment
+    public var environment: WorkerEnvironment
     public let client: KafkaClientConfiguration
     public let redis: RedisConfiguration
     public let logger: Logger

@@ -7,6 +7,8 @@ import WaymarkWire
 import WaymarkHTTPTesting
 import WaymarkKafka
 import WaymarkWorkers
+import WaymarkRedis
+import WaymarkState
 
 /// A provider that records calls (with the test clock's time) and fails as told.
 final class ScriptedProvider: MessageProvider {
@@ -109,7 +111,7 @@ struct SenderWorkerTests {
             #expect(Set(provider.calls.map(\.id)) == Set(messages.map { $0.messageID.description }))
             let receipts = try await h.read("deliveries", expected: 5)
             #expect(receipts.count == 5)
-            #expect(receipts.allSatisfy { jsonObject($0.value)["type"] as? String == "message_delivered" })
+            #expect(receipts.allSatisfy { jsonObject($0.value)["type"] as? String == "message_sent" })
         }
     }
 
@@ -153,6 +155,31 @@ struct SenderWorkerTests {
             #expect(last.map(\.channel) == [.sms, .email])
             let decisions = try await h.read("journey.decisions", expected: 1)
             #expect(decisions.contains { jsonObject($0.value)["reason"] as? String == "fallback_channel" })
+        }
+    }
+
+    @Test("a channel the customer unsubscribed from gets nothing at send time, with the reason; a provider's opt-out withdraws it too")
+    func unsubscribedAtSendTime() async throws {
+        try await withSender { h, provider, _, sender in
+            let connection = try await RedisConnection.connect(h.redis)
+            let state = RedisStateStore(connection: connection, keys: h.keys)
+            // The profile still says consent: true; the customer's STOP (recorded by the receipts worker) wins.
+            try await state.suppress("c-1", "sms", at: Self.noon.milliseconds)
+            try await publish(h, [Self.message(1)])
+            #expect(try await h.eventually { sender.stats.noConsent == 1 })
+            #expect(provider.calls.isEmpty)
+            let decisions = try await h.read("journey.decisions", expected: 1)
+            #expect(decisions.map { jsonObject($0.value)["rule"] as? String } == ["send_time:consent:sms:unsubscribed"])
+            // Re-subscribed (START): the next one goes out.
+            try await state.suppress("c-1", "sms", at: Self.noon.milliseconds, withdraw: false)
+            try await publish(h, [Self.message(2)])
+            #expect(try await h.eventually { sender.stats.delivered == 1 })
+            // A global opt-out stops non-transactional messages on every channel.
+            try await state.suppress("c-1", Suppressions.everything, at: Self.noon.milliseconds)
+            try await publish(h, [Self.message(3, channel: .email)])
+            #expect(try await h.eventually { sender.stats.noConsent == 2 })
+            #expect(provider.calls.count == 1)
+            await connection.close()
         }
     }
 
@@ -206,7 +233,7 @@ struct SenderWorkerTests {
     @Test("webhook provider: JSON POST with Idempotency-Key; 503 retried, 400 falls back to the next channel")
     func webhook() async throws {
         let fake = try await FakeProvider.start()
-        let webhook = try WebhookProvider(url: fake.url, timeout: .seconds(2))
+        let webhook = try WebhookProvider(url: fake.url, timeout: .seconds(2), signingSecret: "hook-secret")
         try await withSender(yaml: "sender:\n  retry_backoff_ms: 100\n", provider: webhook) { h, _, clock, sender in
             fake.failNext(2, status: 503)
             let m = Self.message(1)
@@ -217,6 +244,11 @@ struct SenderWorkerTests {
             let body = try JSONSerialization.jsonObject(with: Data(fake.requests.last!.body)) as? [String: Any]
             #expect(body?["to"] as? String == "+4790000001")
             #expect((body?["message"] as? [String: Any])?["message_id"] as? String == m.messageID.description)
+            // Signed: t=<seconds>,v1=hex HMAC-SHA256(secret, "<t>.<body>"), which the receipts side accepts.
+            let signature = try #require(fake.requests.last?.headers["x-waymark-signature"])
+            #expect(signature.hasPrefix("t=") && signature.contains(",v1="))
+            #expect(CallbackSignatures.verifyWaymark(signature, secret: "hook-secret", body: fake.requests.last!.body,
+                                                     now: Int64(Date().timeIntervalSince1970), maxAge: 600))
 
             fake.failAll(status: 400)
             try await publish(h, [Self.message(2)])
@@ -239,11 +271,12 @@ struct SenderWorkerTests {
             switch await webhook.deliver(request) {
             case .accepted: "accepted"
             case .transientFailure(let reason): "transient: \(reason)"
-            case .permanentFailure(let reason): "permanent: \(reason)"
+            case .throttled(let reason, _): "throttled: \(reason)"
+            case .permanentFailure(let reason), .recipientUnsubscribed(let reason): "permanent: \(reason)"
             }
         }
         #expect(await outcome() == "accepted")
-        for (status, expected) in [(429, "transient: HTTP 429"), (503, "transient: HTTP 503"), (400, "permanent: HTTP 400"), (404, "permanent: HTTP 404")] {
+        for (status, expected) in [(429, "throttled: webhook HTTP 429"), (503, "transient: webhook HTTP 503"), (400, "permanent: webhook HTTP 400"), (404, "permanent: webhook HTTP 404")] {
             fake.failNext(1, status: status)
             #expect(await outcome() == expected)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import WaymarkConfig
 import WaymarkEngine
 import WaymarkWire
 
@@ -12,9 +13,12 @@ public struct ProviderRequest: Sendable {
     public var idempotencyKey: String { message.messageID.description }
     /// 1 for the first attempt.
     public var attempt: Int
+    /// The message rendered from its template for the recipient's locale (`nil` when the channel's
+    /// provider renders templates itself, or no template store is configured).
+    public var rendered: RenderedMessage?
 
-    public init(message: OutboundMessage, address: String, attempt: Int) {
-        self.message = message; self.address = address; self.attempt = attempt
+    public init(message: OutboundMessage, address: String, attempt: Int, rendered: RenderedMessage? = nil) {
+        self.message = message; self.address = address; self.attempt = attempt; self.rendered = rendered
     }
 }
 
@@ -22,10 +26,22 @@ public struct ProviderRequest: Sendable {
 public enum ProviderResult: Sendable, Equatable {
     /// Accepted (handed over); `reference` is the provider's id, if any.
     case accepted(reference: String?)
-    /// Worth retrying later (timeouts, 5xx, 429).
+    /// Worth retrying later (timeouts, 5xx).
     case transientFailure(reason: String)
-    /// Will never succeed on this channel (4xx, invalid address): fall back or dead-letter.
+    /// The provider asked us to slow down (429, or its own throttling code): retry no sooner than
+    /// `retryAfterMilliseconds` (from `Retry-After` when sent).
+    case throttled(reason: String, retryAfterMilliseconds: Int?)
+    /// Will never succeed on this channel (4xx, invalid address, template not approved): fall back
+    /// or dead-letter. `reason` carries the provider's error code.
     case permanentFailure(reason: String)
+    /// The recipient opted out at the provider (Twilio 21610, Viber "not subscribed"): permanent on
+    /// this channel, and the channel's consent is withdrawn for the customer.
+    case recipientUnsubscribed(reason: String)
+}
+
+extension ProviderResult {
+    /// The provider's reference of an accepted message.
+    public var reference: String? { if case .accepted(let reference) = self { reference } else { nil } }
 }
 
 /// Delivers messages on one or more channels (SMS gateway, e-mail service, push service…).
@@ -33,6 +49,20 @@ public protocol MessageProvider: Sendable {
     /// A short name for logs, metrics and the shared rate limiter.
     var name: String { get }
     func deliver(_ request: ProviderRequest) async -> ProviderResult
+    /// The provider's documented default rate (calls per second per sender identity) and burst, used
+    /// when `sender.providers.<channel>` sets none; `nil` for `sender.rate_per_second`/`burst`.
+    var defaultRate: (perSecond: Double, burst: Int)? { get }
+    /// Closes connections (called once, when the sender stops).
+    func shutdown() async
+    /// `true` when the provider's status callbacks carry only its own reference (not Waymark's
+    /// message id): the sender then maps the reference to the message id for the receipts endpoint.
+    var receiptsByReference: Bool { get }
+}
+
+extension MessageProvider {
+    public var defaultRate: (perSecond: Double, burst: Int)? { nil }
+    public var receiptsByReference: Bool { false }
+    public func shutdown() async {}
 }
 
 /// Writes each message as one JSON line to a file (or standard output with path `-`): for local
@@ -76,7 +106,8 @@ public final class FileProvider: MessageProvider {
 
     public func deliver(_ request: ProviderRequest) async -> ProviderResult {
         var line = ProviderHandoff(idempotencyKey: request.idempotencyKey, attempt: request.attempt,
-                                   handedAt: WallClock.now().milliseconds, to: request.address, message: request.message).jsonBytes()
+                                   handedAt: WallClock.now().milliseconds, to: request.address, message: request.message,
+                                   rendered: request.rendered.map { ($0.body, $0.subject, $0.locale) }).jsonBytes()
         line.append(0x0A)
         let data = Data(line)
         let key = request.idempotencyKey

@@ -1,0 +1,285 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+import WaymarkConfig
+import WaymarkEngine
+import WaymarkRedis
+import WaymarkState
+import WaymarkTestSupport
+import WaymarkWire
+@testable import WaymarkWorkers
+
+/// Known answers and parsers: no servers.
+@Suite("Callback signatures and parsers")
+struct CallbackSignatureTests {
+    @Test("Twilio: the example from Twilio's signature documentation")
+    func twilioKnownAnswer() {
+        let parameters = ["CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234", "From": "+12349013030", "To": "+18005551212"]
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+        #expect(CallbackSignatures.twilio(authToken: "12345", url: url, parameters: parameters) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+        #expect(CallbackSignatures.verifyTwilio("0/KCTR6DLpKmkAf8muzZqo1nDgQ=", authToken: "12345", url: url, parameters: parameters))
+        var tampered = parameters
+        tampered["Digits"] = "1235"
+        #expect(!CallbackSignatures.verifyTwilio("0/KCTR6DLpKmkAf8muzZqo1nDgQ=", authToken: "12345", url: url, parameters: tampered))
+        #expect(!CallbackSignatures.verifyTwilio(nil, authToken: "12345", url: url, parameters: parameters))
+    }
+
+    @Test("HMAC signatures agree with openssl (an independent implementation)")
+    func hmacAgainstOpenSSL() throws {
+        let body = Array(#"{"entry":[{"changes":[]}]}"#.utf8)
+        func openssl(_ digest: String, key: String, _ data: [UInt8], base64: Bool) throws -> String {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("wm-hmac-\(UInt64.random(in: 0...UInt64.max))")
+            try Data(data).write(to: file)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let pipe = base64 ? "| base64 -w0" : "| xxd -p -c 256"
+            let (status, output) = try runProgram("/bin/sh", ["-c", "openssl dgst -\(digest) -hmac '\(key)' -binary '\(file.path)' \(pipe)"])
+            #expect(status == 0)
+            return output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(CallbackSignatures.meta(appSecret: "app-secret", body: body) == "sha256=" + (try openssl("sha256", key: "app-secret", body, base64: false)))
+        #expect(CallbackSignatures.viber(authToken: "viber-token", body: body) == (try openssl("sha256", key: "viber-token", body, base64: false)))
+        #expect(CallbackSignatures.rbm(clientToken: "client-token", data: body) == (try openssl("sha512", key: "client-token", body, base64: true)))
+    }
+
+    @Test("SendGrid: ECDSA P-256 over timestamp and body; a changed body, key or timestamp fails")
+    func sendGrid() {
+        let key = P256.Signing.PrivateKey()
+        let publicKey = key.publicKey.derRepresentation.base64EncodedString()
+        let body = Array(#"[{"event":"delivered"}]"#.utf8)
+        let signature = try! key.signature(for: Data("1700000000".utf8) + Data(body)).derRepresentation.base64EncodedString()
+        #expect(CallbackSignatures.verifySendGrid(signature: signature, timestamp: "1700000000", body: body, publicKey: publicKey))
+        #expect(!CallbackSignatures.verifySendGrid(signature: signature, timestamp: "1700000001", body: body, publicKey: publicKey))
+        #expect(!CallbackSignatures.verifySendGrid(signature: signature, timestamp: "1700000000", body: body + [0x20], publicKey: publicKey))
+        let other = P256.Signing.PrivateKey().publicKey.derRepresentation.base64EncodedString()
+        #expect(!CallbackSignatures.verifySendGrid(signature: signature, timestamp: "1700000000", body: body, publicKey: other))
+        #expect(!CallbackSignatures.verifySendGrid(signature: nil, timestamp: "1700000000", body: body, publicKey: publicKey))
+    }
+
+    @Test("Waymark signature: timestamp signed, stale or altered refused")
+    func waymark() {
+        let body = Array(#"{"message_id":"m-1","status":"clicked"}"#.utf8)
+        let header = WebhookProvider.signature(secret: SymmetricKey(data: Data("s3cret".utf8)), timestamp: 1_700_000_000, body: body)
+        #expect(CallbackSignatures.verifyWaymark(header, secret: "s3cret", body: body, now: 1_700_000_100, maxAge: 600))
+        #expect(!CallbackSignatures.verifyWaymark(header, secret: "s3cret", body: body, now: 1_700_001_000, maxAge: 600))
+        #expect(!CallbackSignatures.verifyWaymark(header, secret: "other", body: body, now: 1_700_000_100, maxAge: 600))
+        #expect(!CallbackSignatures.verifyWaymark(header.replacingOccurrences(of: "t=1700000000", with: "t=1700000500"),
+                                                  secret: "s3cret", body: body, now: 1_700_000_500, maxAge: 600))
+    }
+
+    @Test("provider bodies map to receipts (documented shapes)")
+    func parsers() throws {
+        #expect(ProviderCallbacks.twilioStatus(["MessageStatus": "undelivered", "ErrorCode": "30003"], query: ["wm": "m-1"])
+                == [CallbackEvent(.message("m-1"), .status(.failed), detail: "twilio undelivered 30003")])
+        #expect(ProviderCallbacks.twilioStatus(["MessageStatus": "queued"], query: ["wm": "m-1"]).isEmpty)
+        #expect(ProviderCallbacks.twilioInbound(["From": "whatsapp:+4790000001", "Body": " stop "])
+                == [CallbackEvent(.address(.whatsapp, "+4790000001"), .subscription(.whatsapp, unsubscribe: true))])
+        #expect(ProviderCallbacks.twilioInbound(["From": "+4790000001", "Body": "Thanks!"]).isEmpty)
+        let whatsapp: [String: Any] = ["object": "whatsapp_business_account", "entry": [["id": "1", "changes": [["field": "messages", "value": [
+            "statuses": [["id": "wamid.X", "status": "failed", "timestamp": "1700000000", "biz_opaque_callback_data": "m-2",
+                          "errors": [["code": 131026, "title": "Message undeliverable"]]]],
+        ]]]]]]
+        #expect(ProviderCallbacks.whatsApp(whatsapp) == [CallbackEvent(.message("m-2"), .status(.failed),
+                                                                      at: Timestamp(milliseconds: 1_700_000_000_000), detail: "whatsapp 131026")])
+        let raw = Array(#"{"event":"seen","timestamp":1700000000123,"message_token":5098034272017990001,"user_id":"u1"}"#.utf8)
+        let viber = try #require(JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any])
+        #expect(ProviderCallbacks.viber(viber, raw: raw) == [CallbackEvent(.reference(provider: "viber", "5098034272017990001"), .status(.read),
+                                                                          at: Timestamp(milliseconds: 1_700_000_000_123))])
+        #expect(ProviderCallbacks.sendGrid([["event": "click", "waymark_message_id": "m-3", "timestamp": 1_700_000_000]])
+                == [CallbackEvent(.message("m-3"), .status(.clicked), at: Timestamp(milliseconds: 1_700_000_000_000))])
+        #expect(ProviderCallbacks.rbm(["eventType": "READ", "messageId": "m-4"]) == [CallbackEvent(.message("m-4"), .status(.read))])
+    }
+}
+
+@Suite("Receipts endpoint on the real stack", .serialized)
+struct ReceiptsWorkerTests {
+    static let twilioToken = "twilio-token"
+    static let appSecret = "meta-app-secret"
+    static let viberToken = "viber-token"
+    static let rbmToken = "rbm-client-token"
+    static let sendGridKey = P256.Signing.PrivateKey()
+
+    /// A signed POST as each provider makes it (the signing is written here, independently of Waymark's checks).
+    struct Caller {
+        let http: HTTPClient
+        let base: String
+
+        func post(_ path: String, body: [UInt8], headers: [(String, String)]) async throws -> (Int, String) {
+            var request = HTTPClientRequest(url: base + path)
+            request.method = .POST
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let response = try await http.execute(request, timeout: .seconds(10))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+        }
+
+        func get(_ pathAndQuery: String) async throws -> (Int, String) {
+            let response = try await http.execute(HTTPClientRequest(url: base + pathAndQuery), timeout: .seconds(10))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+        }
+
+        func twilio(_ path: String, _ form: [(String, String)], token: String = ReceiptsWorkerTests.twilioToken) async throws -> (Int, String) {
+            // Twilio: base64 HMAC-SHA1 over the public URL followed by the sorted parameters.
+            let url = "https://receipts.example.test" + path
+            let signed = url + form.sorted { $0.0 < $1.0 }.map { $0.0 + $0.1 }.joined()
+            let signature = Data(HMAC<Insecure.SHA1>.authenticationCode(for: Data(signed.utf8), using: SymmetricKey(data: Data(token.utf8)))).base64EncodedString()
+            let body = form.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)" }
+                .joined(separator: "&")
+            return try await post(path, body: Array(body.utf8), headers: [("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)])
+        }
+
+        func whatsApp(_ json: String, secret: String = ReceiptsWorkerTests.appSecret) async throws -> (Int, String) {
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(json.utf8), using: SymmetricKey(data: Data(secret.utf8)))
+            return try await post("/receipts/whatsapp", body: Array(json.utf8),
+                                  headers: [("X-Hub-Signature-256", "sha256=" + mac.map { String(format: "%02x", $0) }.joined())])
+        }
+
+        func sendGrid(_ json: String, timestamp: Int64 = Int64(Date().timeIntervalSince1970)) async throws -> (Int, String) {
+            let signature = try ReceiptsWorkerTests.sendGridKey.signature(for: Data("\(timestamp)".utf8) + Data(json.utf8)).derRepresentation
+            return try await post("/receipts/sendgrid", body: Array(json.utf8), headers: [
+                ("X-Twilio-Email-Event-Webhook-Signature", signature.base64EncodedString()),
+                ("X-Twilio-Email-Event-Webhook-Timestamp", "\(timestamp)"),
+            ])
+        }
+
+        func viber(_ json: String) async throws -> (Int, String) {
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(json.utf8), using: SymmetricKey(data: Data(ReceiptsWorkerTests.viberToken.utf8)))
+            return try await post("/receipts/viber", body: Array(json.utf8), headers: [("X-Viber-Content-Signature", mac.map { String(format: "%02x", $0) }.joined())])
+        }
+
+        func rbm(_ event: String) async throws -> (Int, String) {
+            let mac = HMAC<SHA512>.authenticationCode(for: Data(event.utf8), using: SymmetricKey(data: Data(ReceiptsWorkerTests.rbmToken.utf8)))
+            let body = #"{"message":{"data":"\#(Data(event.utf8).base64EncodedString())","messageId":"1","publishTime":"2026-12-07T10:00:00Z"},"subscription":"s"}"#
+            return try await post("/receipts/rbm", body: Array(body.utf8), headers: [("X-Goog-Signature", Data(mac).base64EncodedString())])
+        }
+    }
+
+    /// A receipts worker on a free port with every provider's secret; `body` gets a caller and the stores.
+    func withReceipts(_ body: (TestStack, Caller, ReceiptStore, RedisStateStore) async throws -> Void) async throws {
+        try await TestStack.with { h in
+            var settings = h.settings
+            settings.receipts.port = 0
+            settings.receipts.publicURL = "https://receipts.example.test"
+            settings.receipts.secrets = [
+                "twilio": Self.twilioToken, "whatsapp_cloud": Self.appSecret, "whatsapp_verify": "verify-me",
+                "sendgrid": Self.sendGridKey.publicKey.derRepresentation.base64EncodedString(),
+                "viber": Self.viberToken, "rbm": Self.rbmToken, "webhook": "hook-secret",
+            ]
+            var logger = Logger(label: "test.receipts")
+            logger.logLevel = .warning
+            let env = WorkerEnvironment(settings: settings, engine: h.engine, logger: logger)
+            let port = Mutex(0)
+            let worker = ReceiptsWorker(environment: env, client: h.client, redis: h.redis) { p in port.withLock { $0 = p } }
+            let task = Task { try await worker.run() }
+            #expect(try await h.eventually { port.withLock { $0 } > 0 })
+            let connection = try await RedisConnection.connect(h.redis)
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            do {
+                try await body(h, Caller(http: http, base: "http://127.0.0.1:\(port.withLock { $0 })"),
+                               ReceiptStore(connection: connection, keys: h.keys), RedisStateStore(connection: connection, keys: h.keys))
+            } catch {
+                task.cancel(); try? await http.shutdown(); await connection.close()
+                throw error
+            }
+            task.cancel()
+            _ = await task.result
+            try await http.shutdown()
+            await connection.close()
+        }
+    }
+
+    static func context(_ customer: String = "c-1", channel: String, provider: String) -> ReceiptContext {
+        ReceiptContext(customer: customer, channel: channel, journey: "abandoned_cart", step: "first_reminder", template: "cart_reminder_1", provider: provider)
+    }
+
+    func receipts(_ h: TestStack, expected: Int) async throws -> [(type: String, message: String, detail: String?)] {
+        try await h.read("deliveries", expected: expected, settle: true).map { record in
+            let o = jsonObject(record.value)
+            let attributes = o["attributes"] as? [String: Any] ?? [:]
+            return (o["type"] as? String ?? "", attributes["message_id"] as? String ?? "", attributes["detail"] as? String)
+        }
+    }
+
+    @Test("signed callbacks become receipts once each and in order; unsigned, wrongly signed and stale ones are refused")
+    func statusCallbacks() async throws {
+        try await withReceipts { h, caller, store, _ in
+            try await store.remember([
+                ("m-tw", Self.context(channel: "sms", provider: "twilio"), nil),
+                ("m-wa", Self.context(channel: "whatsapp", provider: "whatsapp_cloud"), nil),
+                ("m-sg", Self.context(channel: "email", provider: "sendgrid"), nil),
+                ("m-vb", Self.context(channel: "viber", provider: "viber"), nil),
+                ("m-rb", Self.context(channel: "rcs", provider: "rbm"), nil),
+            ])
+            try await store.link(provider: "viber", reference: "5098034272017990001", messageID: "m-vb")
+
+            // Twilio: delivered overtakes sent, then both are repeated (Twilio retries).
+            #expect(try await caller.twilio("/receipts/twilio?wm=m-tw", [("MessageSid", "SM1"), ("MessageStatus", "delivered")]).0 == 200)
+            #expect(try await caller.twilio("/receipts/twilio?wm=m-tw", [("MessageSid", "SM1"), ("MessageStatus", "sent")]).0 == 200)
+            #expect(try await caller.twilio("/receipts/twilio?wm=m-tw", [("MessageSid", "SM1"), ("MessageStatus", "delivered")]).0 == 200)
+            // Refused: wrong token, no signature, a signature for another URL (the query is signed too).
+            #expect(try await caller.twilio("/receipts/twilio?wm=m-tw", [("MessageStatus", "failed")], token: "wrong").0 == 403)
+            #expect(try await caller.post("/receipts/twilio?wm=m-tw", body: Array("MessageStatus=failed".utf8), headers: []).0 == 403)
+
+            // WhatsApp: the handshake, then read before delivered (publishes sent, delivered, read), then delivered again.
+            #expect(try await caller.get("/receipts/whatsapp?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444") == (200, "1158201444"))
+            #expect(try await caller.get("/receipts/whatsapp?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1").0 == 403)
+            func wa(_ status: String) -> String {
+                #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","statuses":[{"id":"wamid.1","status":"\#(status)","timestamp":"1796000000","recipient_id":"4790000001","biz_opaque_callback_data":"m-wa"}]}}]}]}"#
+            }
+            #expect(try await caller.whatsApp(wa("read")).0 == 200)
+            #expect(try await caller.whatsApp(wa("delivered")).0 == 200)
+            #expect(try await caller.whatsApp(wa("failed"), secret: "not-the-secret").0 == 403)
+
+            // SendGrid: two clicks count once; a stale signed request is refused.
+            let click = #"[{"email":"x@example.com","event":"click","timestamp":1796000000,"sg_event_id":"e1","waymark_message_id":"m-sg","url":"https://shop.example/cart"},{"event":"click","timestamp":1796000005,"sg_event_id":"e2","waymark_message_id":"m-sg"}]"#
+            #expect(try await caller.sendGrid(click).0 == 200)
+            #expect(try await caller.sendGrid(#"[{"event":"bounce","timestamp":1796000000,"waymark_message_id":"m-sg"}]"#,
+                                              timestamp: Int64(Date().timeIntervalSince1970) - 3_600).0 == 403)
+
+            // Viber by its 64-bit token; RBM by our message id.
+            #expect(try await caller.viber(#"{"event":"delivered","timestamp":1796000000000,"message_token":5098034272017990001,"user_id":"u1"}"#).0 == 200)
+            #expect(try await caller.rbm(#"{"eventType":"DELIVERED","eventId":"ev1","messageId":"m-rb","senderPhoneNumber":"+4790000001","agentId":"a"}"#).0 == 200)
+            // A callback for a message Waymark never sent is answered (so the provider stops) but publishes nothing.
+            #expect(try await caller.twilio("/receipts/twilio?wm=m-unknown", [("MessageStatus", "delivered")]).0 == 200)
+
+            // (message_sent is the sender's: it published it when the provider accepted the message.)
+            let seen = try await receipts(h, expected: 6)
+            #expect(seen.filter { $0.message == "m-tw" }.map(\.type) == ["message_delivered"])
+            #expect(seen.filter { $0.message == "m-wa" }.map(\.type) == ["message_delivered", "message_read"])
+            #expect(seen.first { $0.message == "m-wa" }?.detail == "implied by message_read")
+            #expect(seen.filter { $0.message == "m-sg" }.map(\.type) == ["message_clicked"])
+            #expect(seen.filter { $0.message == "m-vb" }.map(\.type) == ["message_delivered"])
+            #expect(seen.filter { $0.message == "m-rb" }.map(\.type) == ["message_delivered"])
+            #expect(seen.count == 6)
+            #expect(!seen.contains { $0.type == "message_failed" })
+        }
+    }
+
+    @Test("STOP replies and unsubscribes withdraw consent at once; START restores it; the next message is suppressed")
+    func stopWithdrawsConsent() async throws {
+        try await withReceipts { h, caller, store, state in
+            // The sender remembered whose number +47 900 00 001 is when it sent to it.
+            try await store.remember([("m-1", Self.context(channel: "sms", provider: "twilio"), AddressDigest.of(.sms, "+4790000001"))])
+            #expect(try await caller.twilio("/receipts/twilio/inbound", [("From", "+4790000001"), ("To", "+15550001111"), ("Body", "STOP")]).0 == 200)
+            #expect(try await state.suppressions("c-1").channels == ["sms"])
+            // An e-mail unsubscribe through SendGrid.
+            try await store.remember([("m-2", Self.context(channel: "email", provider: "sendgrid"), nil)])
+            #expect(try await caller.sendGrid(#"[{"event":"unsubscribe","timestamp":1796000000,"waymark_message_id":"m-2"}]"#).0 == 200)
+            #expect(try await state.suppressions("c-1").channels == ["email", "sms"])
+            let published = try await receipts(h, expected: 2)
+            #expect(published.map(\.type).sorted() == ["message_unsubscribed", "message_unsubscribed"])
+            // A reply from a number Waymark never sent to changes nothing.
+            #expect(try await caller.twilio("/receipts/twilio/inbound", [("From", "+4790000009"), ("Body", "STOP")]).0 == 200)
+            #expect(try await caller.twilio("/receipts/twilio/inbound", [("From", "+4790000001"), ("Body", "start")]).0 == 200)
+            #expect(try await state.suppressions("c-1").channels == ["email"])
+
+            // The engine sees the withdrawal: an SMS-or-email send for c-1 is suppressed with the reason.
+            let profile = CustomerProfile(customerID: "c-1", contacts: [.sms: "+4790000001", .email: "c1@example.com"], consent: [.sms: true, .email: true])
+                .applying(try await state.suppressions("c-1"))
+            #expect(profile.withdrawn == [.email])
+        }
+    }
+}
