@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import WaymarkWire
 import Logging
 import WaymarkConfig
@@ -20,8 +21,11 @@ struct Demo: AsyncParsableCommand {
             retailer (customers in nine time zones: web sessions, carts, abandoned carts, purchases, store \
             purchases, support cases, loyalty) through them. Time is simulated: the workers' clock follows \
             the stream in 15-minute steps and then runs three more days so waits and quiet-hour deferrals \
-            come due. Prints messages per channel, decisions by reason and journey funnels, read back from \
-            Kafka, then stops everything it started.
+            come due. Senders render each message from config/templates/ and hand it to a file provider; a \
+            stand-in for the providers' networks calls the receipts endpoint back, signed (delivered, read, \
+            clicked, failed, STOP replies), and the receipts flow into the journeys. Prints messages per \
+            channel, decisions by reason, journey funnels, templated samples and receipts by type, read back \
+            from Kafka, then stops everything it started.
 
             Examples:
               waymark demo
@@ -63,7 +67,12 @@ struct Demo: AsyncParsableCommand {
         let clock = ManualClock(Timestamp(milliseconds: touchpoints.first?.timestamp ?? 0))
         var logger = Logger(label: "waymark.demo")
         logger.logLevel = global.logLevel
-        let environment = WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
+        // Receipts: the demo's stand-in for the providers' networks calls the receipts endpoint back (signed).
+        settings.receipts.port = 0
+        settings.receipts.publicURL = "http://127.0.0.1"
+        settings.receipts.secrets = ["webhook": "demo-webhook-secret", "twilio": "demo-twilio-token"]
+        var environment = WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
+        environment.templates = try JourneyLoader.loadTemplates(configDirectory: journeys)
         let redis = WorkerRuntime.redisConfiguration(settings)
         let worker = JourneyWorker(environment: environment, client: client, redis: redis)
         let scheduler = Scheduler(environment: environment, client: client, redis: redis)
@@ -71,6 +80,8 @@ struct Demo: AsyncParsableCommand {
         let providerFile = stack.directory.appendingPathComponent("provider.jsonl").path
         let sender = SenderWorker(environment: environment, channels: settings.kafka.channels.compactMap(Channel.init(rawValue:)),
                                   provider: try FileProvider(path: providerFile), client: client, redis: redis)
+        let receiptsPort = Mutex(0)
+        let receipts = ReceiptsWorker(environment: environment, client: client, redis: redis) { port in receiptsPort.withLock { $0 = port } }
         let services = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await worker.run() }
@@ -79,6 +90,10 @@ struct Demo: AsyncParsableCommand {
                 try await group.waitForAll()
             }
         }
+        let receiptsTask = Task { try await receipts.run() }
+        try await waitFor("receipts endpoint") { receiptsPort.withLock { $0 } > 0 }
+        let network = DemoNetwork(file: providerFile, receiptsBase: "http://127.0.0.1:\(receiptsPort.withLock { $0 })",
+                                  webhookSecret: "demo-webhook-secret", twilioToken: "demo-twilio-token", publicURL: "http://127.0.0.1")
 
         let producer = try KafkaProducer(configuration: .init(client: client))
         try await producer.sendAll(profiles.map {
@@ -106,6 +121,7 @@ struct Demo: AsyncParsableCommand {
             let target = sent
             try await waitFor("touchpoints") { worker.stats.touchpoints + worker.stats.deadLettered.values.reduce(0, +) >= target }
             try await schedulerPass(scheduler)
+            try await network.pass(now: clock.now)
             sliceStart = sliceEnd
             if (sliceEnd / step) % 8 == 0 { printProgressDot() }
         }
@@ -116,6 +132,7 @@ struct Demo: AsyncParsableCommand {
         for i in 1...(3 * 48) {
             clock.set(Timestamp(milliseconds: sliceStart + Int64(i) * 30 * 60_000))
             try await schedulerPass(scheduler)
+            try await network.pass(now: clock.now)
             if i % 12 == 0 { printProgressDot() }
         }
         print(" done")
@@ -125,10 +142,17 @@ struct Demo: AsyncParsableCommand {
               ContinuousClock.now < drainDeadline {
             try await Task.sleep(for: .milliseconds(200))
         }
+        try await Task.sleep(for: .milliseconds(300))
+        try await network.pass(now: clock.now)
+        // Let the journey worker take the last receipts.
+        try await Task.sleep(for: .seconds(1))
         worker.stop()
         scheduler.stop()
         sender.stop()
         try await services.value
+        receiptsTask.cancel()
+        _ = await receiptsTask.result
+        await network.shutdown()
         await producer.close()
 
         // Read the results back from Kafka.
@@ -153,9 +177,30 @@ struct Demo: AsyncParsableCommand {
         for line in (FileManager.default.contents(atPath: providerFile) ?? Data()).split(separator: 0x0A) {
             if case .success(let handoff) = ProviderHandoff.decode(line) { perChannel[handoff.message.channel.rawValue, default: 0] += 1 }
         }
+        var receiptCounts: [String: Int] = [:]
+        for record in try await TopicReader.readAll(settings.kafka.deliveries.name, client: client, admin: admin) {
+            if let value = record.value, case .success(let t) = RecordParser().touchpoint(key: record.key, value: value, now: clock.now) {
+                receiptCounts[t.type, default: 0] += 1
+            }
+        }
         print("Senders: \(s.delivered) handed to providers (" + perChannel.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
               + "), \(s.parked) parked by send-time rules, \(s.expired) expired, \(s.noConsent) without consent at send time, "
               + "\(s.duplicatesSkipped) duplicates skipped")
+        var rendered = 0, samples: [String: String] = [:]
+        for line in (FileManager.default.contents(atPath: providerFile) ?? Data()).split(separator: 0x0A) {
+            guard case .success(let handoff) = ProviderHandoff.decode(line), let r = handoff.rendered else { continue }
+            rendered += 1
+            if r.body.isEmpty { continue }  // a provider-rendered template (WhatsApp): nothing to show
+            let key = "\(handoff.message.channel.rawValue) \(r.locale)"
+            if samples[key] == nil, samples.count < 4 || (key.hasSuffix(" nb") && !samples.keys.contains { $0.hasSuffix(" nb") }) {
+                samples[key] = "\(handoff.message.template): " + (r.subject.map { "\($0) — " } ?? "") + r.body
+            }
+        }
+        print("Templates: \(rendered) of \(perChannel.values.reduce(0, +)) handoffs rendered from \(journeys)/templates (locale fallback nb-NO → nb → default), e.g.")
+        for (key, text) in samples.sorted(by: { $0.key < $1.key }).prefix(5) { print("  [\(key)] \(text)") }
+        let order = ["message_sent", "message_delivered", "message_read", "message_clicked", "message_failed", "message_unsubscribed"]
+        print("Receipts on \(settings.kafka.deliveries.name): " + order.map { "\($0) \(receiptCounts[$0] ?? 0)" }.joined(separator: ", ")
+              + " (\(network.callbacks) signed status callbacks and \(network.stops) STOP replies from the demo network, fed back into journeys)")
         print(String(format: "Throughput: %d touchpoints through Kafka → journey worker → Redis → Kafka in %.2f s wall (%.0f/s, paced by the simulated clock)",
                      touchpoints.count, streamed.seconds, Double(touchpoints.count) / streamed.seconds))
         print("Stopping local stack.")

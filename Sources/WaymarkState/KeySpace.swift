@@ -68,6 +68,9 @@ public struct KeySpace: Sendable, Hashable {
     /// String: the customer a recipient address belongs to, for inbound STOP replies (which carry only
     /// the sender's address). `digest` is a SHA-256 of channel and address: no address is stored.
     public func addressIndex(_ digest: String) -> String { "\(prefix):adr:{\(digest)}" }
+    /// Set of the address digests (``addressIndex(_:)``) the sender recorded for this customer, so
+    /// erasure can remove them.
+    public func addressDigests(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):ad:\(customer)" }
     /// String: the holder of the rebuild fence (see ``Fence``), with an expiry.
     public var fence: String { "\(prefix):fence" }
     /// Hash of the checkpoint of rebuild `id`: `offsets` (end-offset snapshot) and `done` (customers finished).

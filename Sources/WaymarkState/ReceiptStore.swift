@@ -53,6 +53,8 @@ public struct ReceiptStore: Sendable {
             commands.append(RedisCommand("EXPIRE", keys.receipt(item.messageID), retentionSeconds))
             if let digest = item.addressDigest {
                 commands.append(RedisCommand("SET", keys.addressIndex(digest), item.context.customer, "EX", retentionSeconds))
+                commands.append(RedisCommand("SADD", keys.addressDigests(item.context.customer), digest))
+                commands.append(RedisCommand("EXPIRE", keys.addressDigests(item.context.customer), retentionSeconds))
             }
         }
         for reply in try await connection.pipeline(commands) where reply.errorMessage != nil {

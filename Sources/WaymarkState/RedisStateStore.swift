@@ -229,6 +229,8 @@ public final class RedisStateStore: Sendable {
     /// was stored (`false` for a stale one) or an erasure ran (`true`).
     public func applyProfileChanges(_ changes: [(customer: String, change: ProfileChange)], erasing scope: ErasureScope) async throws -> [Bool] {
         if changes.isEmpty { return [] }
+        let erased = changes.compactMap { item -> String? in if case .erase = item.change { item.customer } else { nil } }
+        if !erased.isEmpty { try await eraseReceiptTraces(erased) }
         let commands = changes.map { item -> RedisCommand in
             switch item.change {
             case .put(let profile, let partition, let offset):
@@ -249,9 +251,36 @@ public final class RedisStateStore: Sendable {
     /// Erases a customer now (`waymark forget customer`). Returns the number of keys and entries removed.
     @discardableResult
     public func erase(_ customer: String, scope: ErasureScope) async throws -> Int {
+        let traces = try await eraseReceiptTraces([customer])
         let reply = try await connection.send(eraseCommand(customer, origin: "", scope: scope))
         if let message = reply.errorMessage { throw StateStoreError(message: "erase: \(message)") }
-        return Int(reply.integer ?? 0)
+        return Int(reply.integer ?? 0) + traces
+    }
+
+    /// Removes what the receipts side keeps that names the customers: the receipt context of every
+    /// message in their sender claims (``KeySpace/receipt(_:)``, keyed by message id, so outside the
+    /// erase script's slot) and their address-index entries. Runs before the erase script, which may
+    /// drop the claims it reads. Returns the number of keys removed.
+    @discardableResult
+    public func eraseReceiptTraces(_ customers: [String]) async throws -> Int {
+        var reads: [RedisCommand] = []
+        for customer in customers {
+            reads.append(RedisCommand("HKEYS", keys.sent(customer)))
+            reads.append(RedisCommand("SMEMBERS", keys.addressDigests(customer)))
+        }
+        let replies = try await connection.pipeline(reads)
+        var deletes: [RedisCommand] = []
+        for (i, customer) in customers.enumerated() {
+            for id in replies[2 * i].array ?? [] { if let id = id.string { deletes.append(RedisCommand("DEL", keys.receipt(id))) } }
+            for digest in replies[2 * i + 1].array ?? [] { if let d = digest.string { deletes.append(RedisCommand("DEL", keys.addressIndex(d))) } }
+            deletes.append(RedisCommand("DEL", keys.addressDigests(customer)))
+        }
+        var removed = 0
+        for reply in try await connection.pipeline(deletes) {
+            if let message = reply.errorMessage { throw StateStoreError(message: "erase receipt traces: \(message)") }
+            removed += Int(reply.integer ?? 0)
+        }
+        return removed
     }
 
     private func eraseCommand(_ customer: String, origin: String, scope: ErasureScope) -> RedisCommand {

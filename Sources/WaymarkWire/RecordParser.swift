@@ -274,7 +274,12 @@ public struct RecordParser: Sendable {
     /// Why `address` is no contact for `channel`; the detail names the expected form, never the value.
     static func contactProblem(_ channel: Channel, _ address: String) -> Rejection? {
         switch channel {
-        case .sms, .whatsapp, .viber, .rcs:
+        case .viber:
+            // The Viber REST API addresses a Viber user id (what the bot's subscribed/message callbacks
+            // report), not a phone number: 1 to 64 printable bytes.
+            let ok = (1...64).contains(address.utf8.count) && !address.unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7F }
+            return ok ? nil : Rejection(.invalidContact, "contacts.viber must be a Viber user id (1 to 64 bytes, no spaces)")
+        case .sms, .whatsapp, .rcs:
             let u = Array(address.utf8)
             let digits = u.dropFirst()
             if u.first == UInt8(ascii: "+"), (7...15).contains(digits.count), digits.first != UInt8(ascii: "0"),

@@ -280,6 +280,16 @@ struct ReceiptsWorkerTests {
             let profile = CustomerProfile(customerID: "c-1", contacts: [.sms: "+4790000001", .email: "c1@example.com"], consent: [.sms: true, .email: true])
                 .applying(try await state.suppressions("c-1"))
             #expect(profile.withdrawn == [.email])
+
+            // Erasure takes the receipts side's traces too: contexts of claimed messages, the address index.
+            _ = try await SenderStore(connection: store.connection, keys: h.keys).claim([("c-1", "m-1", "sms"), ("c-1", "m-2", "email")], staleAfterMs: 30_000)
+            let digest = try #require(AddressDigest.of(.sms, "+4790000001"))
+            #expect(try await store.customer(addressDigest: digest) == "c-1")
+            #expect(try await state.erase("c-1", scope: .init(state: true, senderClaims: true)) > 0)
+            #expect(try await store.lookup("m-1") == nil)
+            #expect(try await store.lookup("m-2") == nil)
+            #expect(try await store.customer(addressDigest: digest) == nil)
+            #expect(try await state.suppressions("c-1").isEmpty)
         }
     }
 }
