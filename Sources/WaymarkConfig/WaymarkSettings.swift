@@ -151,8 +151,6 @@ public struct SenderSettings: Sendable {
     public var claimStaleMilliseconds: Int
     /// Per-channel providers (`sender.providers`); a channel not listed uses ``provider``.
     public var providers: [String: ProviderSettings] = [:]
-    /// Directory of templates (`config/templates/`), relative paths against the config directory; empty = none.
-    public var templatesDirectory: String = ""
 }
 
 /// Waymark's runtime settings (`config/waymark.yaml`). Validated when loaded: every error names
@@ -342,7 +340,7 @@ public struct WaymarkSettings: Sendable {
         }
         let senderNode = try reader.mapping(root["sender"] ?? Node.mapping(.init([])), "sender", allowed: [
             "provider", "file_path", "webhook_url", "timeout_ms", "rate_per_second", "burst", "max_attempts",
-            "retry_backoff_ms", "concurrency", "claim_stale_ms", "providers", "templates",
+            "retry_backoff_ms", "concurrency", "claim_stale_ms", "providers",
         ])
         let providerText = try reader.string(senderNode, "provider", "sender", default: "file")
         guard let provider = SenderSettings.Provider(rawValue: providerText) else {
@@ -373,7 +371,6 @@ public struct WaymarkSettings: Sendable {
                 }
             }
         }
-        senderSettings.templatesDirectory = try reader.string(senderNode, "templates", "sender", default: "")
         var settings = WaymarkSettings(kafka: kafka, redis: redis, worker: worker, sender: senderSettings)
         let receiptsNode = root["receipts"].flatMap { reader.isNull($0) ? nil : $0 } ?? Node.mapping(.init([]))
         settings.receipts = try ReceiptsSettings.parse(receiptsNode, reader: reader, environment: environment) { m, k, p, what in

@@ -11,18 +11,22 @@ public struct ReceiptContext: Sendable, Hashable {
     public var template: String
     /// The adapter that sent it (`twilio`, `whatsapp_cloud`, …).
     public var provider: String
+    /// Where the sender read the message (`topic/partition/offset`), kept when it has fallback
+    /// channels: a failure the provider reports later re-reads it from there to fall back. Empty: none.
+    public var origin: String
 
-    public init(customer: String, channel: String, journey: String, step: String, template: String, provider: String) {
+    public init(customer: String, channel: String, journey: String, step: String, template: String, provider: String, origin: String = "") {
         self.customer = customer; self.channel = channel; self.journey = journey; self.step = step
-        self.template = template; self.provider = provider
+        self.template = template; self.provider = provider; self.origin = origin
     }
 
-    public var encoded: String { [customer, channel, journey, step, template, provider].joined(separator: "\n") }
+    public var encoded: String { [customer, channel, journey, step, template, provider, origin].joined(separator: "\n") }
 
     public init?(decoding text: String) {
         let parts = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 6 else { return nil }
-        self.init(customer: parts[0], channel: parts[1], journey: parts[2], step: parts[3], template: parts[4], provider: parts[5])
+        guard parts.count == 6 || parts.count == 7 else { return nil }
+        self.init(customer: parts[0], channel: parts[1], journey: parts[2], step: parts[3], template: parts[4], provider: parts[5],
+                  origin: parts.count == 7 ? parts[6] : "")
     }
 }
 

@@ -152,11 +152,15 @@ public final class SenderWorker: Service, Sendable {
         var out: [KafkaProducerRecord] = []
         var stats = SenderStats()
         var messages: [(OutboundMessage, attempt: Int)] = []
+        // Where each message was read (`topic/partition/offset`): a provider's later failure receipt
+        // re-reads it from there to fall back (see ReceiptHandler.fallBack).
+        var origins: [MessageID: String] = [:]
         for record in batch {
             switch environment.parser.outbound(key: record.key, value: record.value) {
             case .success(let message):
                 let attempt = record.header(attemptHeader).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 1
                 messages.append((message, attempt))
+                origins[message.messageID] = "\(record.topic)/\(record.partition)/\(record.offset)"
             case .failure(let rejection):
                 out.append(.deadLetter(record, rejection: rejection, topic: settings.kafka.deadLetter.name, at: now.milliseconds))
                 stats.deadLettered += 1
@@ -217,7 +221,8 @@ public final class SenderWorker: Service, Sendable {
         // call the provider under the shared rate limit.
         try await receipts.remember(candidates.map { c in
             (c.0.messageID.description, ReceiptContext(customer: c.0.customerID, channel: c.0.channel.rawValue, journey: c.0.journey,
-                                                       step: c.0.step, template: c.0.template, provider: provider(c.0.channel).name),
+                                                       step: c.0.step, template: c.0.template, provider: provider(c.0.channel).name,
+                                                       origin: c.0.fallbackChannels.isEmpty ? "" : origins[c.0.messageID] ?? ""),
              AddressDigest.of(c.0.channel, c.2))
         })
         let claims = try await store.claim(candidates.map { ($0.0.customerID, $0.0.messageID.description, $0.0.channel.rawValue) },

@@ -145,6 +145,29 @@ import WaymarkEngine
         #expect(d.skipped == [ChannelRejection(channel: .sms, reason: .suppressedNoConsent, rule: "consent:sms")])
     }
 
+    @Test("a channel the customer unsubscribed from is skipped whatever consent says; a global opt-out spares transactional messages only")
+    func unsubscribedAndOptedOut() {
+        let e = engine([instantJourney("welcome", channels: [.sms, .email]), instantJourney("receipt", trigger: "buy", channels: [.sms], transactional: true)],
+                       rules(quiet: nil))
+        var p = profile(channels: [.sms, .email], consent: [.sms, .email])
+        p.withdrawn = [.sms]
+        let now = ts("2026-06-10T12:00:00Z")
+        var r = e.process(CustomerState(), customerID: "c-1", profile: p, touchpoints: [tp("e1", "ping", "2026-06-10T12:00:00Z")], now: now)
+        #expect(r.messages.map(\.channel) == [.email])
+        #expect(r.decisions.first { $0.reason.isMessageOutcome }?.skipped
+                == [ChannelRejection(channel: .sms, reason: .suppressedNoConsent, rule: "consent:sms:unsubscribed")])
+        // Withdrawn binds transactional messages too (a STOP means no SMS at all).
+        r = e.process(CustomerState(), customerID: "c-1", profile: p, touchpoints: [tp("e2", "buy", "2026-06-10T12:00:00Z")], now: now)
+        #expect(r.messages.isEmpty)
+        p.withdrawn = []
+        p.optedOut = true
+        r = e.process(CustomerState(), customerID: "c-1", profile: p, touchpoints: [tp("e3", "ping", "2026-06-10T12:00:00Z")], now: now)
+        #expect(r.messages.isEmpty)
+        #expect(r.decisions.first { $0.reason.isMessageOutcome }?.rule == "consent:opted_out")
+        r = e.process(CustomerState(), customerID: "c-1", profile: p, touchpoints: [tp("e4", "buy", "2026-06-10T12:00:00Z")], now: now)
+        #expect(r.messages.map(\.channel) == [.sms])
+    }
+
     @Test func fallbackWhenFirstChannelIsCapped() {
         let cap = FrequencyCap(name: "sms_per_day", limit: 1, window: .hours(24), channel: .sms)
         let e = engine([instantJourney("welcome", channels: [.sms, .email])], rules(quiet: nil, caps: [cap]))

@@ -293,3 +293,139 @@ struct ReceiptsWorkerTests {
         }
     }
 }
+
+@Suite("Receipts feed journeys", .serialized)
+struct ReceiptsIntoJourneysTests {
+    @Test("a click reported by the provider ends the abandoned-cart reminders; without one the second reminder goes out")
+    func clickExitsReminderJourney() async throws {
+        try await TestStack.with { h in
+            let t0 = JourneyWorkerTests.t0
+            let clock = TestClock(t0)
+            var settings = h.settings
+            settings.receipts.port = 0
+            settings.receipts.secrets = ["webhook": "hook-secret"]
+            var logger = Logger(label: "test.receipts")
+            logger.logLevel = .warning
+            let env = WorkerEnvironment(settings: settings, engine: h.engine, clock: { clock.now }, logger: logger)
+            let handoffs = FileManager.default.temporaryDirectory.appendingPathComponent("wm-click-\(UInt64.random(in: 0...UInt64.max)).jsonl").path
+            let worker = JourneyWorker(environment: env, client: h.client, redis: h.redis)
+            let scheduler = Scheduler(environment: env, client: h.client, redis: h.redis)
+            let sender = SenderWorker(environment: env, channels: [.sms, .email, .push], provider: try FileProvider(path: handoffs),
+                                      client: h.client, redis: h.redis)
+            let port = Mutex(0)
+            let receipts = ReceiptsWorker(environment: env, client: h.client, redis: h.redis) { p in port.withLock { $0 = p } }
+            let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
+                g.addTask { try await worker.run() }
+                g.addTask { try await scheduler.run() }
+                g.addTask { try await sender.run() }
+                try await g.waitForAll()
+            } }
+            let receiptsTask = Task { try await receipts.run() }
+            #expect(try await h.eventually { port.withLock { $0 } > 0 })
+
+            for c in ["c-click", "c-quiet"] {
+                try await h.produce("customers", key: c, json: #"{"customer_id":"\#(c)","timezone":"Europe/Oslo","contacts":{"sms":"+4790000001"},"consent":{"sms":true},"preferred_channels":["sms"]}"#)
+            }
+            #expect(try await h.eventually { worker.stats.profiles == 2 })
+            for c in ["c-click", "c-quiet"] {
+                try await h.produce("touchpoints", key: c, json: #"{"event_id":"e-\#(c)","customer_id":"\#(c)","type":"cart_abandoned","occurred_at":"\#(t0)","attributes":{"cart_id":"k-\#(c)","value":59.9,"currency":"EUR"}}"#)
+            }
+            #expect(try await h.eventually { worker.stats.touchpoints == 2 })
+            clock.set(t0.adding(.hours(1)).adding(.seconds(1)))
+            // Both first reminders reach the provider; the sender remembered them for the receipts endpoint.
+            #expect(try await h.eventually { sender.stats.delivered == 2 })
+            let lines = (FileManager.default.contents(atPath: handoffs) ?? Data()).split(separator: 0x0A)
+            let first = try lines.map { try ProviderHandoff.decode($0).get() }
+            let clicked = try #require(first.first { $0.message.customerID == "c-click" })
+
+            // The provider (here: an app or link tracker on the webhook route) reports the click, signed.
+            let body = Array(#"{"message_id":"\#(clicked.message.messageID)","status":"clicked"}"#.utf8)
+            let signature = WebhookProvider.signature(secret: SymmetricKey(data: Data("hook-secret".utf8)),
+                                                      timestamp: Int64(Date().timeIntervalSince1970), body: body)
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port.withLock { $0 })/receipts/webhook")
+            request.method = .POST
+            request.headers.add(name: WebhookProvider.signatureHeader, value: signature)
+            request.body = .bytes(ByteBuffer(bytes: body))
+            #expect(try await http.execute(request, timeout: .seconds(10)).status.code == 200)
+            try await http.shutdown()
+            // message_sent ×2 from the sender, message_clicked from the endpoint, all read by the journey worker.
+            #expect(try await h.eventually { worker.stats.touchpoints >= 5 })
+
+            // A day later: the quiet customer's wait timed out (second reminder); the clicker's journey ended.
+            clock.set(t0.adding(.hours(26)))
+            #expect(try await h.eventually { sender.stats.delivered == 3 })
+            try await Task.sleep(for: .milliseconds(500))
+            let all = try (FileManager.default.contents(atPath: handoffs) ?? Data()).split(separator: 0x0A).map { try ProviderHandoff.decode($0).get() }
+            #expect(all.filter { $0.message.customerID == "c-click" }.map(\.message.template) == ["cart_reminder_1"])
+            #expect(all.filter { $0.message.customerID == "c-quiet" }.map(\.message.template) == ["cart_reminder_1", "cart_reminder_2"])
+
+            worker.stop(); scheduler.stop(); sender.stop()
+            try await services.value
+            receiptsTask.cancel()
+            _ = await receiptsTask.result
+        }
+    }
+
+    @Test("WhatsApp reports a message it accepted as failed: it goes out on SMS, once, with a fallback_channel decision")
+    func failedReceiptFallsBack() async throws {
+        try await TestStack.with { h in
+            let now = SenderWorkerTests.noon
+            let clock = TestClock(now)
+            var settings = h.settings
+            settings.receipts.port = 0
+            settings.receipts.secrets = ["whatsapp_cloud": "meta-secret"]
+            var logger = Logger(label: "test.receipts")
+            logger.logLevel = .warning
+            let env = WorkerEnvironment(settings: settings, engine: h.engine, clock: { clock.now }, logger: logger)
+            let handoffs = FileManager.default.temporaryDirectory.appendingPathComponent("wm-fb-\(UInt64.random(in: 0...UInt64.max)).jsonl").path
+            let journey = JourneyWorker(environment: env, client: h.client, redis: h.redis)  // stores the profile
+            let sender = SenderWorker(environment: env, channels: [.whatsapp, .sms], provider: try FileProvider(path: handoffs),
+                                      client: h.client, redis: h.redis)
+            let port = Mutex(0)
+            let receipts = ReceiptsWorker(environment: env, client: h.client, redis: h.redis) { p in port.withLock { $0 = p } }
+            let services = Task { try await withThrowingTaskGroup(of: Void.self) { g in
+                g.addTask { try await journey.run() }
+                g.addTask { try await sender.run() }
+                g.addTask { try await receipts.run() }
+                try await g.waitForAll()
+            } }
+            try await h.produce("customers", key: "c-1", json: #"{"customer_id":"c-1","timezone":"Europe/Oslo","contacts":{"sms":"+4790000001","whatsapp":"+4790000001"},"consent":{"sms":true,"whatsapp":true}}"#)
+            #expect(try await h.eventually { journey.stats.profiles == 1 && port.withLock { $0 } > 0 })
+            var message = SenderWorkerTests.message(1, channel: .whatsapp)
+            message.fallbackChannels = [.sms]
+            try await h.produce("outbound.whatsapp", key: "c-1", json: String(decoding: message.jsonBytes(), as: UTF8.self))
+            #expect(try await h.eventually { sender.stats.delivered == 1 })
+
+            // Meta's webhook: the message failed after all (131026, undeliverable), signed with the app secret.
+            let body = #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.1","status":"failed","timestamp":"1795690900","biz_opaque_callback_data":"\#(message.messageID)","errors":[{"code":131026,"title":"Message undeliverable"}]}]}}]}]}"#
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(body.utf8), using: SymmetricKey(data: Data("meta-secret".utf8)))
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            for _ in 0..<2 {  // Meta retries: the second copy changes nothing
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port.withLock { $0 })/receipts/whatsapp")
+                request.method = .POST
+                request.headers.add(name: "X-Hub-Signature-256", value: "sha256=" + mac.map { String(format: "%02x", $0) }.joined())
+                request.body = .bytes(ByteBuffer(string: body))
+                #expect(try await http.execute(request, timeout: .seconds(10)).status.code == 200)
+            }
+            try await http.shutdown()
+            #expect(try await h.eventually { sender.stats.delivered == 2 })
+            try await Task.sleep(for: .milliseconds(500))
+            let all = try (FileManager.default.contents(atPath: handoffs) ?? Data()).split(separator: 0x0A).map { try ProviderHandoff.decode($0).get() }
+            #expect(all.map(\.message.channel) == [.whatsapp, .sms])
+            #expect(Set(all.map(\.idempotencyKey)) == [message.messageID.description])
+            let decisions = try await h.read("journey.decisions", expected: 1).map { jsonObject($0.value) }
+            let fallback = decisions.first { $0["reason"] as? String == "fallback_channel" }
+            #expect(fallback?["channel"] as? String == "sms")
+            #expect(fallback?["rule"] as? String == "provider_receipt:file")
+            #expect((fallback?["detail"] as? String)?.contains("whatsapp 131026") == true)
+            let types = try await h.read("deliveries", expected: 3, settle: true).compactMap { jsonObject($0.value)["type"] as? String }
+            #expect(types.filter { $0 == "message_failed" }.count == 1)
+            #expect(types.filter { $0 == "message_sent" }.count == 2)
+
+            journey.stop(); sender.stop()
+            services.cancel()
+            _ = await services.result
+        }
+    }
+}

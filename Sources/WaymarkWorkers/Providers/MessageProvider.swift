@@ -68,7 +68,9 @@ extension MessageProvider {
 /// Writes each message as one JSON line to a file (or standard output with path `-`): for local
 /// runs and tests. Like a real provider it honours idempotency keys: a repeated key (a resend after a
 /// sender died between the provider call and marking the message done) is dropped, not written
-/// again, and noted in `<path>.repeats`. Keys already in the file are loaded at start.
+/// again, and noted in `<path>.repeats`. Keys already in the file are loaded at start. Keys count per
+/// channel, as each channel stands for its own provider: a message that one channel's provider
+/// accepted and later reported failed is handed over again on its fallback channel.
 public final class FileProvider: MessageProvider {
     public let name = "file"
     private let state: Mutex<(file: FileHandle, seen: Set<String>, repeats: FileHandle?)>
@@ -91,7 +93,7 @@ public final class FileProvider: MessageProvider {
                 try handle.close()
             }
             for line in data[..<complete].split(separator: 0x0A) {
-                if let key = ProviderHandoff.idempotencyKey(ofLine: line) { seen.insert(key) }
+                if let key = ProviderHandoff.idempotencyKey(ofLine: line) { seen.insert(key + " " + Self.channel(ofLine: line)) }
             }
         }
         let repeatsPath = path + ".repeats"
@@ -104,6 +106,18 @@ public final class FileProvider: MessageProvider {
         state = Mutex((file, seen, repeats))
     }
 
+    /// The message's channel in a handoff line, found without parsing the line (start-up scans the whole file).
+    static func channel(ofLine line: some Collection<UInt8>) -> String {
+        let bytes = Array(line), marker = Array(#""channel":""#.utf8)
+        guard bytes.count > marker.count else { return "" }
+        for i in 0...(bytes.count - marker.count) where bytes[i] == marker[0] && bytes[i..<(i + marker.count)].elementsEqual(marker) {
+            let start = i + marker.count
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "\"")) ?? bytes.endIndex
+            return String(decoding: bytes[start..<end], as: UTF8.self)
+        }
+        return ""
+    }
+
     public func deliver(_ request: ProviderRequest) async -> ProviderResult {
         var line = ProviderHandoff(idempotencyKey: request.idempotencyKey, attempt: request.attempt,
                                    handedAt: WallClock.now().milliseconds, to: request.address, message: request.message,
@@ -112,7 +126,7 @@ public final class FileProvider: MessageProvider {
         let data = Data(line)
         let key = request.idempotencyKey
         state.withLock { s in
-            if s.repeats != nil, !s.seen.insert(key).inserted {
+            if s.repeats != nil, !s.seen.insert(key + " " + request.message.channel.rawValue).inserted {
                 s.repeats?.write(Data((key + "\n").utf8))
                 return
             }

@@ -43,7 +43,8 @@ public final class ReceiptsWorker: Service, Sendable {
         let connection = try await RedisConnection.connect(redis, logger: logger)
         let producer = try KafkaProducer(configuration: .init(client: client), logger: logger)
         let handler = ReceiptHandler(environment: environment, receipts: ReceiptStore(connection: connection, keys: environment.keys),
-                                     state: environment.stateStore(connection), producer: producer)
+                                     state: environment.stateStore(connection), producer: producer, client: client,
+                                     senders: SenderStore(connection: connection, keys: environment.keys))
         let router = Router()
         handler.register(on: router)
         var quiet = logger
@@ -74,11 +75,15 @@ final class ReceiptHandler: Sendable {
     let receipts: ReceiptStore
     let state: RedisStateStore
     let producer: KafkaProducer
+    let client: KafkaClientConfiguration
+    let senders: SenderStore
     /// One connection serves every request: requests take turns on it (hiredis contexts are not shared).
     private let turns = AsyncTurns()
 
-    init(environment: WorkerEnvironment, receipts: ReceiptStore, state: RedisStateStore, producer: KafkaProducer) {
+    init(environment: WorkerEnvironment, receipts: ReceiptStore, state: RedisStateStore, producer: KafkaProducer,
+         client: KafkaClientConfiguration, senders: SenderStore) {
         self.environment = environment; self.receipts = receipts; self.state = state; self.producer = producer
+        self.client = client; self.senders = senders
     }
 
     var settings: ReceiptsSettings { environment.settings.receipts }
@@ -259,13 +264,66 @@ final class ReceiptHandler: Sendable {
                 if outcome == .unsubscribed {
                     try await state.suppress(c.customer, channel.rawValue, at: (event.at ?? now).milliseconds)
                 }
-                try await producer.sendAll(records)
+                var all = records
+                if outcome == .failed, !c.origin.isEmpty {
+                    all += try await fallBack(messageID: messageID, context: c, failed: channel, detail: event.detail ?? "failed", now: now)
+                }
+                try await producer.sendAll(all)
                 try await receipts.markPublished(messageID, progress: progress, once: once)
                 for o in outcomes {
                     Counter(label: "waymark_receipts_published_total", dimensions: [("provider", provider), ("type", o.rawValue)]).increment()
                 }
             }
         }
+    }
+
+    /// A provider said a message it had accepted failed (WhatsApp 131026, an undelivered SMS): send it
+    /// on the next channel of its fallback list that has consent and an address, as the sender does
+    /// when a provider refuses a call. The message is read back from where the sender read it; the
+    /// sender's claim on the id is released so the copy (same id) can be claimed on the new channel, and
+    /// the copy goes through every send-time rule (expiry, quiet hours, consent) there. Returns the
+    /// records to publish (the copy and a `fallback_channel` decision), or none.
+    private func fallBack(messageID: String, context c: ReceiptContext, failed: Channel, detail: String, now: Timestamp) async throws -> [KafkaProducerRecord] {
+        let parts = c.origin.split(separator: "/")
+        guard parts.count >= 3, let partition = Int32(parts[parts.count - 2]), let offset = Int64(parts[parts.count - 1]) else { return [] }
+        let topic = parts.dropLast(2).joined(separator: "/")
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign([KafkaTopicPartitionOffset(topic: topic, partition: partition, offset: offset)])
+        var found: KafkaConsumerRecord?
+        let deadline = ContinuousClock.now + .seconds(5)
+        while found == nil, ContinuousClock.now < deadline {
+            for record in try await consumer.poll(maxRecords: 10, timeout: .milliseconds(100)) where record.offset >= offset {
+                if record.offset == offset { found = record }
+                break
+            }
+        }
+        await consumer.close()
+        guard let record = found, case .success(let message) = environment.parser.outbound(key: record.key, value: record.value),
+              message.messageID.description == messageID else {
+            unknown(c.provider, "the failed message is no longer on \(topic) (retention): no fallback")
+            return []
+        }
+        let loaded = try await state.loadProfiles([c.customer])
+        var profile: CustomerProfile?
+        if let (customer, bytes, suppressions) = loaded.first,
+           case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) {
+            profile = p.applying(suppressions)
+        }
+        guard let next = message.fallbackChannels.first(where: { ch in
+            ch != failed && profile?.consent[ch] == true && profile?.contacts[ch] != nil && profile?.withdrawn.contains(ch) == false
+        }) else { return [] }
+        var copy = message
+        copy.channel = next
+        copy.fallbackChannels = Array(message.fallbackChannels.drop { $0 != next }.dropFirst())
+        try await senders.release(customer: c.customer, messageID: messageID)
+        let settings = environment.settings.kafka
+        let decision = Decision(reason: .fallbackChannel, rule: "provider_receipt:\(c.provider)", customerID: copy.customerID, journey: copy.journey,
+                                journeyVersion: copy.journeyVersion, stage: copy.stage, step: copy.step, channel: next,
+                                messageID: copy.messageID, priority: copy.priority, decidedAt: now, sendAfter: nil, expiresAt: copy.expiresAt,
+                                causedBy: copy.causedBy, detail: "\(failed.rawValue) failed after the provider accepted it: \(detail)")
+        Counter(label: "waymark_receipt_fallbacks_total", dimensions: [("provider", c.provider)]).increment()
+        return [KafkaProducerRecord(topic: settings.outboundTopic(next.rawValue), key: Array(copy.customerID.utf8), value: copy.jsonBytes()),
+                KafkaProducerRecord(topic: settings.decisions.name, key: Array(copy.customerID.utf8), value: decision.jsonBytes())]
     }
 
     /// Records an unsubscribe or re-subscribe and tells the journeys (`message_unsubscribed` /
