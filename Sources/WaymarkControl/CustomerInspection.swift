@@ -107,6 +107,10 @@ public struct CustomerReport: Sendable, Codable {
     /// Zone used for local times (profile's, else the rules' default).
     public var timezone: String
     public var profile: Profile?
+    /// What the customer unsubscribed from (a STOP reply, an unsubscribe link, a provider's opt-out):
+    /// channel names, or `*` for everything non-transactional, with when. Nothing is sent there.
+    public var unsubscribed: [Unsubscribed] = []
+    public struct Unsubscribed: Sendable, Codable { public var channel: String; public var at: Instant }
     /// Latest effective time the engine processed for this customer.
     public var clock: Instant?
     public var instances: [Instance] = []
@@ -154,6 +158,7 @@ public struct CustomerInspector: Sendable {
         func at(_ t: Timestamp) -> Instant { Instant(t.milliseconds, format) }
 
         var report = CustomerReport(customer: customer, shard: shard, stateVersion: stored.version, timezone: zone, profile: profile)
+        report.unsubscribed = stored.suppressions.entries.sorted { $0.key < $1.key }.map { .init(channel: $0.key, at: at(Timestamp(milliseconds: $0.value))) }
         if let bytes = stored.state {
             let state = try CustomerState(decoding: bytes)
             report.clock = at(state.clock)
@@ -239,6 +244,10 @@ extension CustomerReport {
             }
         } else {
             out.append("  none (no profile received: sends are suppressed for lack of consent)")
+        }
+        for u in unsubscribed {
+            let what = u.channel == "*" ? "everything non-transactional (global opt-out)" : u.channel
+            out.append("  unsubscribed: \(what) since \(t(u.at)) — nothing is sent there, whatever consent says")
         }
 
         out.append("\nJourney instances (\(instances.count) active)")

@@ -68,9 +68,13 @@ public struct ReceiptStore: Sendable {
 
     /// Maps a provider's reference to the message id (after the provider accepted it).
     public func link(provider: String, reference: String, messageID: String) async throws {
-        let reply = try await connection.send(RedisCommand("SET", keys.providerReference(provider, reference), messageID,
-                                                           "EX", retentionSeconds))
+        let reply = try await connection.send(linkCommand(provider: provider, reference: reference, messageID: messageID))
         if let message = reply.errorMessage { throw StateStoreError(message: "provider reference: \(message)") }
+    }
+
+    /// The command of ``link(provider:reference:messageID:)``, to pipeline with others.
+    public func linkCommand(provider: String, reference: String, messageID: String) -> RedisCommand {
+        RedisCommand("SET", keys.providerReference(provider, reference), messageID, "EX", retentionSeconds)
     }
 
     /// The customer an address digest belongs to (the last one sent to at that address).

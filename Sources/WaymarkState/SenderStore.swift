@@ -46,10 +46,12 @@ public struct SenderStore: Sendable {
 
     /// Records that the provider accepted the message (one round trip per call keeps the window
     /// between the provider's answer and this mark as short as possible).
-    public func complete(customer: String, messageID: String, channel: String) async throws {
-        let reply = try await connection.send(RedisCommand.evalsha(
-            SenderScripts.complete, keys: [keys.sent(customer)], arguments: [messageID, "done:" + channel, retentionSeconds]))
-        if let message = reply.errorMessage { throw StateStoreError(message: "complete: \(message)") }
+    public func complete(customer: String, messageID: String, channel: String, also extra: RedisCommand? = nil) async throws {
+        let command = RedisCommand.evalsha(SenderScripts.complete, keys: [keys.sent(customer)],
+                                           arguments: [messageID, "done:" + channel, retentionSeconds])
+        // `extra` (the provider reference) rides in the same round trip.
+        let replies = try await connection.pipeline(extra.map { [command, $0] } ?? [command])
+        for reply in replies { if let message = reply.errorMessage { throw StateStoreError(message: "complete: \(message)") } }
     }
 
     /// Releases a claim without completing it (permanent failure on this channel: a fallback may claim it).

@@ -354,11 +354,11 @@ public final class SenderWorker: Service, Sendable {
                         Metrics.Timer(label: "waymark_provider_seconds", dimensions: [("provider", provider.name)])
                             .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
                         if case .accepted(let reference) = result {
-                            try await store.complete(customer: message.customerID, messageID: message.messageID.description,
-                                                     channel: message.channel.rawValue)
-                            if let reference, provider.receiptsByReference {
-                                try await receipts.link(provider: provider.name, reference: reference, messageID: message.messageID.description)
-                            }
+                            // Every provider reference is kept against the message id (support can look up
+                            // "which message is Twilio SM…?"; callbacks that carry only the reference need it).
+                            let id = message.messageID.description
+                            try await store.complete(customer: message.customerID, messageID: id, channel: message.channel.rawValue,
+                                                     also: reference.map { receipts.linkCommand(provider: provider.name, reference: $0, messageID: id) })
                         } else {
                             Counter(label: "waymark_provider_errors_total", dimensions: [("provider", provider.name)]).increment()
                         }

@@ -6,6 +6,7 @@ import NIOCore
 import Synchronization
 import Testing
 import WaymarkConfig
+import WaymarkControl
 import WaymarkEngine
 import WaymarkRedis
 import WaymarkState
@@ -280,6 +281,10 @@ struct ReceiptsWorkerTests {
             let profile = CustomerProfile(customerID: "c-1", contacts: [.sms: "+4790000001", .email: "c1@example.com"], consent: [.sms: true, .email: true])
                 .applying(try await state.suppressions("c-1"))
             #expect(profile.withdrawn == [.email])
+            // `waymark inspect customer` shows it.
+            let report = try await CustomerInspector(redis: store.connection, keys: h.keys, rules: nil).inspect("c-1")
+            #expect(report.unsubscribed.map(\.channel) == ["email"])
+            #expect(report.render().contains("unsubscribed: email since"))
 
             // Erasure takes the receipts side's traces too: contexts of claimed messages, the address index.
             _ = try await SenderStore(connection: store.connection, keys: h.keys).claim([("c-1", "m-1", "sms"), ("c-1", "m-2", "email")], staleAfterMs: 30_000)

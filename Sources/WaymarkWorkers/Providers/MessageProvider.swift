@@ -54,14 +54,10 @@ public protocol MessageProvider: Sendable {
     var defaultRate: (perSecond: Double, burst: Int)? { get }
     /// Closes connections (called once, when the sender stops).
     func shutdown() async
-    /// `true` when the provider's status callbacks carry only its own reference (not Waymark's
-    /// message id): the sender then maps the reference to the message id for the receipts endpoint.
-    var receiptsByReference: Bool { get }
 }
 
 extension MessageProvider {
     public var defaultRate: (perSecond: Double, burst: Int)? { nil }
-    public var receiptsByReference: Bool { false }
     public func shutdown() async {}
 }
 

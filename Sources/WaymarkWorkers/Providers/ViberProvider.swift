@@ -16,8 +16,6 @@ import WaymarkWire
 /// transient and 429 throttled.
 public final class ViberProvider: MessageProvider {
     public let name = "viber"
-    /// Viber's delivered/seen/failed callbacks carry only its `message_token`: the sender maps it.
-    public var receiptsByReference: Bool { true }
     private let http: ProviderHTTP
     private let url: String
     private let authToken: String
