@@ -66,9 +66,10 @@ struct DeployManifestTests {
     func environmentAndPorts() throws {
         let manifests = try String(contentsOfFile: Self.kubernetes, encoding: .utf8) + String(contentsOfFile: Self.compose, encoding: .utf8)
         let settingsSource = try String(contentsOfFile: Self.root + "/Sources/WaymarkConfig/WaymarkSettings.swift", encoding: .utf8)
+            + String(contentsOfFile: Self.root + "/Sources/WaymarkConfig/ReceiptsSettings.swift", encoding: .utf8)
         let names = Set(manifests.matches(of: /WAYMARK_[A-Z_]+/).map { String($0.output) })
         #expect(names.isSuperset(of: ["WAYMARK_METRICS_HOST", "WAYMARK_METRICS_PORT", "WAYMARK_KAFKA_BOOTSTRAP"]))
-        for name in names { #expect(settingsSource.contains("\"\(name)\""), "\(name) is not read by WaymarkSettings") }
+        for name in names { #expect(settingsSource.contains("\"\(name)\""), "\(name) is not read by WaymarkSettings or ReceiptsSettings") }
 
         // The Kubernetes settings file loads (with its secret file present) and agrees with the ports.
         let secretDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("waymark-k8s-\(getpid())")
@@ -81,7 +82,15 @@ struct DeployManifestTests {
         #expect(settings.worker.metricsHost == "0.0.0.0" && settings.redis.password == "secret")
         let ports = Set(manifests.matches(of: /containerPort: (\d+)/).map { Int($0.output.1)! })
         let portValues = Set(manifests.matches(of: /WAYMARK_METRICS_PORT, value: "(\d+)"/).map { Int($0.output.1)! })
-        #expect(ports == [settings.worker.metricsPort] && portValues == [settings.worker.metricsPort])
+        let receiptsPorts = Set(manifests.matches(of: /WAYMARK_RECEIPTS_PORT, value: "(\d+)"/).map { Int($0.output.1)! })
+        #expect(ports == [settings.worker.metricsPort, settings.receipts.port] && portValues == [settings.worker.metricsPort])
+        #expect(receiptsPorts == [settings.receipts.port])
+        // Every template file shipped is projected too (workers validate and render them).
+        for name in try FileManager.default.contentsOfDirectory(atPath: Self.root + "/config/templates") {
+            for file in try FileManager.default.contentsOfDirectory(atPath: Self.root + "/config/templates/\(name)") {
+                #expect(manifests.contains("{ key: \(name).\(file), path: templates/\(name)/\(file) }"), "config/templates/\(name)/\(file) is not projected")
+            }
+        }
         // Every journey file shipped is projected into the pods.
         for file in try FileManager.default.contentsOfDirectory(atPath: Self.root + "/config/journeys") {
             #expect(manifests.contains("path: journeys/\(file)"), "config/journeys/\(file) is not in the waymark-journeys items")
