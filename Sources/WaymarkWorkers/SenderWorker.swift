@@ -20,8 +20,11 @@ public let attemptHeader = "x-waymark-attempt"
 /// the channel's shared rate limiter, call the provider with the id as idempotency key, and mark it
 /// done right away. Transient failures are retried with backoff through the delayed queue; a
 /// permanent failure falls back to the next allowed channel or ends in the dead-letter topic.
-/// Receipts (`message_delivered`, `message_failed`) go to `deliveries`, decisions to
-/// `journey.decisions`. Offsets are committed only after all of that is durable.
+/// Receipts (`message_sent` when a provider accepted, `message_failed`) go to `deliveries`, decisions
+/// to `journey.decisions`; `message_delivered`, read and click receipts come from the providers'
+/// callbacks (``ReceiptsWorker``). Each channel has its own provider and rate (``ChannelProviders``),
+/// and each message is rendered from its template for the recipient's locale right before the call.
+/// Offsets are committed only after all of that is durable.
 ///
 /// Two batches overlap: the next batch is polled and started while the provider calls of the one
 /// before are still running (so a slow provider does not leave the sender idle between batches), but
