@@ -40,7 +40,7 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         global.bootstrapLogging()
         var settings = try WaymarkSettings.load(path: global.config)
-        let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
+        let (engine, templates) = try JourneyLoader.loadConfiguration(configDirectory: journeys)
         print("Waymark demo — librdkafka \(KafkaLibrary.versionString), \(engine.journeys.count) journeys from \(journeys)/")
         let stack = try await LocalStack.start()
         defer { stack.stop() }
@@ -72,7 +72,7 @@ struct Demo: AsyncParsableCommand {
         settings.receipts.publicURL = "http://127.0.0.1"
         settings.receipts.secrets = ["webhook": "demo-webhook-secret", "twilio": "demo-twilio-token"]
         var environment = WorkerEnvironment(settings: settings, engine: engine, clock: { clock.now }, logger: logger)
-        environment.templates = try JourneyLoader.loadTemplates(configDirectory: journeys)
+        environment.templates = templates
         let redis = WorkerRuntime.redisConfiguration(settings)
         let worker = JourneyWorker(environment: environment, client: client, redis: redis)
         let scheduler = Scheduler(environment: environment, client: client, redis: redis)

@@ -21,8 +21,7 @@ struct Template: AsyncParsableCommand {
         struct Entry: Encodable { var name: String; var locales: [String: [String]] }
 
         func run() throws {
-            _ = try JourneyLoader.loadEngine(configDirectory: journeys)  // validates templates against the journeys
-            let store = try JourneyLoader.loadTemplates(configDirectory: journeys)
+            let store = try JourneyLoader.loadConfiguration(configDirectory: journeys).templates  // validated against the journeys
             let entries = store.templates.keys.sorted().map { name in
                 Entry(name: name, locales: store.templates[name]!.mapValues { $0.keys.map(\.rawValue).sorted() })
             }

@@ -147,8 +147,8 @@ extension WorkerRuntime {
         try KafkaLibrary.checkVersion()
         var settings = try WaymarkSettings.load(path: global.config)
         if let maxEventAgeDays { settings.worker.maxEventAgeDays = maxEventAgeDays }
-        let engine = try JourneyLoader.loadEngine(configDirectory: journeys)
+        let (engine, templates) = try JourneyLoader.loadConfiguration(configDirectory: journeys)
         self.init(settings: settings, engine: engine, exporter: exporter)
-        environment.templates = try JourneyLoader.loadTemplates(configDirectory: journeys)
+        environment.templates = templates
     }
 }

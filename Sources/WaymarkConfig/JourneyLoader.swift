@@ -165,13 +165,19 @@ public enum JourneyLoader {
     /// Loads `<root>/journeys/*.yaml` and `<root>/rules.yaml` and builds the engine.
     /// When `<root>/templates` exists, every send step's template is checked against it too.
     public static func loadEngine(configDirectory root: String) throws(JourneyConfigError) -> JourneyEngine {
+        try loadConfiguration(configDirectory: root).engine
+    }
+
+    /// The engine and the template store of `<root>`, the templates validated against the journeys
+    /// (what a worker needs at start-up, each file read once).
+    public static func loadConfiguration(configDirectory root: String) throws(JourneyConfigError) -> (engine: JourneyEngine, templates: TemplateStore) {
         let journeysDirectory = (root as NSString).appendingPathComponent("journeys")
         let journeys = try load(directory: journeysDirectory)
         let templates = try loadTemplates(configDirectory: root)
         if !templates.templates.isEmpty { try templates.validate(journeys, journeysDirectory: journeysDirectory) }
         let rulesPath = (root as NSString).appendingPathComponent("rules.yaml")
         let rules = try RulesLoader.load(file: rulesPath)
-        do throws(EngineConfigError) { return try JourneyEngine(journeys: journeys, rules: rules) } catch {
+        do throws(EngineConfigError) { return (try JourneyEngine(journeys: journeys, rules: rules), templates) } catch {
             throw JourneyConfigError(file: rulesPath, line: 0, column: 0, message: error.description)
         }
     }

@@ -151,20 +151,7 @@ public struct DeadLetterQueue: Sendable {
     public func record(partition: Int32, offset: Int64) async throws -> DeadLetter? {
         let marks = try await admin.endOffsets(topics: [topic])
         guard let mark = marks[KafkaTopicPartition(topic: topic, partition: partition)], offset >= mark.low, offset < mark.high else { return nil }
-        var found: DeadLetter?
-        // Read from the offset itself; stop as soon as it (or anything after it) arrived.
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign([KafkaTopicPartitionOffset(topic: topic, partition: partition, offset: offset)])
-        let deadline = ContinuousClock.now + .seconds(5)
-        while found == nil, ContinuousClock.now < deadline {
-            for record in try await consumer.poll(maxRecords: 10, timeout: .milliseconds(100)) where record.offset >= offset {
-                if record.offset == offset { found = DeadLetter(record) }
-                break
-            }
-            if found != nil { break }
-        }
-        await consumer.close()
-        return found
+        return try await KafkaConsumer.record(client: client, topic: topic, partition: partition, offset: offset).map(DeadLetter.init)
     }
 
     /// Copies matching records back to their source topics (original key, value and headers, minus

@@ -66,18 +66,7 @@ public final class FakeProvider: Sendable {
         let router = Router()
         router.on("/**", method: .post) { request, context in try await core.handle(request, context) }
         router.on("/**", method: .get) { request, context in try await core.handle(request, context) }
-        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        var quiet = logger ?? Logger(label: "waymark.test.fake-provider")
-        if logger == nil { quiet.logLevel = .warning }
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in
-                                  portContinuation.yield(channel.localAddress?.port ?? 0)
-                                  portContinuation.finish()
-                              }, logger: quiet)
-        let task = Task { try await app.run() }
-        var port = 0
-        for await p in ports { port = p }
-        guard port > 0 else { task.cancel(); throw FakeProviderError.notListening }
+        let (task, port) = try await serveOnFreeLoopbackPort(router, logger: logger, label: "waymark.test.fake-provider")
         return FakeProvider(core: core, task: task, port: port)
     }
 
@@ -182,4 +171,22 @@ private final class Core: Sendable {
         return Response(status: .init(code: status), headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// Runs `router` on a free loopback port (the fakes' shared start); returns the server's task and its
+/// port once it accepts connections. Without `logger`, logs warnings only under `label`.
+func serveOnFreeLoopbackPort(_ router: Router<BasicRequestContext>, logger: Logger?, label: String) async throws -> (Task<Void, any Error>, Int) {
+    let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+    var quiet = logger ?? Logger(label: label)
+    if logger == nil { quiet.logLevel = .warning }
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                          onServerRunning: { channel in
+                              portContinuation.yield(channel.localAddress?.port ?? 0)
+                              portContinuation.finish()
+                          }, logger: quiet)
+    let task = Task { try await app.run() }
+    var port = 0
+    for await p in ports { port = p }
+    guard port > 0 else { task.cancel(); throw FakeProviderError.notListening }
+    return (task, port)
 }

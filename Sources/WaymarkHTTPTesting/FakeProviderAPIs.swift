@@ -111,18 +111,7 @@ public final class FakeProviderAPIs: Sendable {
             guard let core = box.withLock({ $0 }) else { return Response(status: .serviceUnavailable) }
             return try await core.handle(request)
         }
-        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        var quiet = logger ?? Logger(label: "waymark.test.fake-provider-apis")
-        if logger == nil { quiet.logLevel = .warning }
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in
-                                  portContinuation.yield(channel.localAddress?.port ?? 0)
-                                  portContinuation.finish()
-                              }, logger: quiet)
-        let task = Task { try await app.run() }
-        var port = 0
-        for await p in ports { port = p }
-        guard port > 0 else { task.cancel(); throw FakeProviderError.notListening }
+        let (task, port) = try await serveOnFreeLoopbackPort(router, logger: logger, label: "waymark.test.fake-provider-apis")
         let core = APICore(credentials: credentials, baseURL: "http://127.0.0.1:\(port)")
         box.withLock { $0 = core }
         return FakeProviderAPIs(core: core, task: task, port: port)
@@ -558,6 +547,8 @@ private final class APICore: Sendable {
 
     // MARK: Helpers
 
+    /// Written here rather than using the adapters' `FormEncoding`: the fake checks the wire format
+    /// independently, so an encoder and decoder that are wrong the same way cannot agree.
     static func decodeForm(_ text: String) -> [String: String] {
         var out: [String: String] = [:]
         for pair in text.split(separator: "&", omittingEmptySubsequences: true) {

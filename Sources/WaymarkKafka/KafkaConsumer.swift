@@ -389,3 +389,24 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
     }
 }
+
+extension KafkaConsumer {
+    /// The one record at `topic`/`partition`/`offset`, read by a short-lived consumer without a group;
+    /// `nil` when it has not arrived within `timeout` (compacted, past retention, or not written yet).
+    public static func record(client: KafkaClientConfiguration, topic: String, partition: Int32, offset: Int64,
+                              timeout: Duration = .seconds(5)) async throws -> KafkaConsumerRecord? {
+        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try consumer.assign([KafkaTopicPartitionOffset(topic: topic, partition: partition, offset: offset)])
+        var found: KafkaConsumerRecord?
+        var passed = false  // a later offset arrived first: the record is gone
+        let deadline = ContinuousClock.now + timeout
+        while found == nil, !passed, ContinuousClock.now < deadline {
+            for record in try await consumer.poll(maxRecords: 10, timeout: .milliseconds(100)) where record.offset >= offset {
+                if record.offset == offset { found = record } else { passed = true }
+                break
+            }
+        }
+        await consumer.close()
+        return found
+    }
+}

@@ -171,13 +171,7 @@ public final class SenderWorker: Service, Sendable {
         }
         let customers = Array(Set(messages.map(\.0.customerID))).sorted()
         let stateStore = environment.stateStore(store.connection)
-        let loaded = try await stateStore.loadProfiles(customers)
-        var profiles: [String: CustomerProfile] = [:]
-        for (customer, bytes, suppressions) in loaded {
-            if case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) {
-                profiles[customer] = p.applying(suppressions)
-            }
-        }
+        var profiles = try await environment.profiles(customers, from: stateStore)
 
         // Send-time rules.
         var candidates: [(OutboundMessage, Int, String)] = []
@@ -275,11 +269,8 @@ public final class SenderWorker: Service, Sendable {
                     "reason": "\(reason)", "attempt": "\(attempt)",
                 ])
                 try await store.release(customer: message.customerID, messageID: message.messageID.description)
-                if let fallback = nextChannel(after: message, profile: profiles[message.customerID]) {
-                    var copy = message
-                    copy.channel = fallback
-                    copy.fallbackChannels = Array(message.fallbackChannels.drop { $0 != fallback }.dropFirst())
-                    out.append(KafkaProducerRecord(topic: settings.kafka.outboundTopic(fallback.rawValue),
+                if let copy = message.fallbackCopy(profile: profiles[message.customerID]) {
+                    out.append(KafkaProducerRecord(topic: settings.kafka.outboundTopic(copy.channel.rawValue),
                                                    key: Array(message.customerID.utf8), value: copy.jsonBytes()))
                     out += outcome(copy, .fallbackChannel, rule: "provider:\(provider(message.channel).name)", now: now, receipt: nil,
                                    detail: "\(message.channel.rawValue) failed: \(reason)")
@@ -375,21 +366,10 @@ public final class SenderWorker: Service, Sendable {
         return results
     }
 
-    /// The next fallback channel with consent and an address.
-    private func nextChannel(after message: OutboundMessage, profile: CustomerProfile?) -> Channel? {
-        message.fallbackChannels.first { channel in
-            channel != message.channel && profile?.consent[channel] == true && profile?.contacts[channel] != nil
-        }
-    }
-
     /// A decision (and optionally a receipt) about `message` taken at send time.
     private func outcome(_ message: OutboundMessage, _ reason: DecisionReason, rule: String, now: Timestamp, receipt outcome: DeliveryReceipt.Outcome?,
                          sendAfter: Timestamp? = nil, detail: String) -> [KafkaProducerRecord] {
-        let decision = Decision(reason: reason, rule: rule, customerID: message.customerID, journey: message.journey,
-                                journeyVersion: message.journeyVersion, stage: message.stage, step: message.step,
-                                channel: message.channel, messageID: message.messageID, priority: message.priority,
-                                decidedAt: now, sendAfter: sendAfter, expiresAt: message.expiresAt, causedBy: message.causedBy,
-                                detail: detail)
+        let decision = Decision(reason, rule: rule, about: message, at: now, sendAfter: sendAfter, detail: detail)
         var records = [KafkaProducerRecord(topic: environment.settings.kafka.decisions.name, key: Array(message.customerID.utf8),
                                            value: decision.jsonBytes())]
         if let outcome { records.append(self.receipt(outcome, message, now: now, detail: detail)) }

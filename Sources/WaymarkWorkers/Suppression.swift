@@ -61,6 +61,6 @@ public enum AddressDigest {
     public static func of(_ channel: Channel, _ address: String) -> String? {
         guard replyChannels.contains(channel) else { return nil }
         let normal = channel == .viber ? address : "+" + address.filter(\.isNumber)
-        return SHA256.hash(data: Data("\(channel.rawValue):\(normal)".utf8)).map { String(format: "%02x", $0) }.joined()
+        return CallbackSignatures.hex(SHA256.hash(data: Data("\(channel.rawValue):\(normal)".utf8)))
     }
 }

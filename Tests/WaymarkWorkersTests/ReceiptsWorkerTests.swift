@@ -71,6 +71,24 @@ struct CallbackSignatureTests {
                                                   secret: "s3cret", body: body, now: 1_700_000_500, maxAge: 600))
     }
 
+    @Test("fallback copies: the next channel with consent and an address that the customer did not leave; none under a global opt-out")
+    func fallbackCopy() {
+        var message = SenderWorkerTests.message(1, channel: .whatsapp)
+        message.fallbackChannels = [.sms, .email, .push]
+        var profile = CustomerProfile(customerID: "c-1", contacts: [.sms: "+4790000001", .email: "c1@example.com", .push: "tok"],
+                                      consent: [.sms: true, .email: true, .push: true])
+        #expect(message.fallbackCopy(profile: profile).map { [$0.channel] + $0.fallbackChannels } == [.sms, .email, .push])
+        profile.withdrawn = [.sms]
+        #expect(message.fallbackCopy(profile: profile).map { [$0.channel] + $0.fallbackChannels } == [.email, .push])
+        profile.consent[.email] = false
+        #expect(message.fallbackCopy(profile: profile)?.channel == .push)
+        #expect(message.fallbackCopy(profile: nil) == nil)
+        profile.optedOut = true
+        #expect(message.fallbackCopy(profile: profile) == nil)
+        message.transactional = true
+        #expect(message.fallbackCopy(profile: profile)?.channel == .push)
+    }
+
     @Test("provider bodies map to receipts (documented shapes)")
     func parsers() throws {
         #expect(ProviderCallbacks.twilioStatus(["MessageStatus": "undelivered", "ErrorCode": "30003"], query: ["wm": "m-1"])

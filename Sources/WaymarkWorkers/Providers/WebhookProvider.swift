@@ -39,7 +39,7 @@ public final class WebhookProvider: MessageProvider {
         var signed = Array("\(timestamp).".utf8)
         signed += body
         let mac = HMAC<SHA256>.authenticationCode(for: signed, using: secret)
-        return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+        return "t=\(timestamp),v1=" + CallbackSignatures.hex(mac)
     }
 
     public func deliver(_ request: ProviderRequest) async -> ProviderResult {

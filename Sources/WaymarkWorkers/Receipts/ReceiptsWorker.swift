@@ -287,42 +287,19 @@ final class ReceiptHandler: Sendable {
         let parts = c.origin.split(separator: "/")
         guard parts.count >= 3, let partition = Int32(parts[parts.count - 2]), let offset = Int64(parts[parts.count - 1]) else { return [] }
         let topic = parts.dropLast(2).joined(separator: "/")
-        let consumer = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
-        try consumer.assign([KafkaTopicPartitionOffset(topic: topic, partition: partition, offset: offset)])
-        var found: KafkaConsumerRecord?
-        let deadline = ContinuousClock.now + .seconds(5)
-        while found == nil, ContinuousClock.now < deadline {
-            for record in try await consumer.poll(maxRecords: 10, timeout: .milliseconds(100)) where record.offset >= offset {
-                if record.offset == offset { found = record }
-                break
-            }
-        }
-        await consumer.close()
+        let found = try await KafkaConsumer.record(client: client, topic: topic, partition: partition, offset: offset)
         guard let record = found, case .success(let message) = environment.parser.outbound(key: record.key, value: record.value),
               message.messageID.description == messageID else {
             unknown(c.provider, "the failed message is no longer on \(topic) (retention): no fallback")
             return []
         }
-        let loaded = try await state.loadProfiles([c.customer])
-        var profile: CustomerProfile?
-        if let (customer, bytes, suppressions) = loaded.first,
-           case .success(let p) = environment.parser.profile(key: ArraySlice(customer.utf8), value: ArraySlice(bytes)) {
-            profile = p.applying(suppressions)
-        }
-        guard let next = message.fallbackChannels.first(where: { ch in
-            ch != failed && profile?.consent[ch] == true && profile?.contacts[ch] != nil && profile?.withdrawn.contains(ch) == false
-        }) else { return [] }
-        var copy = message
-        copy.channel = next
-        copy.fallbackChannels = Array(message.fallbackChannels.drop { $0 != next }.dropFirst())
+        guard let copy = message.fallbackCopy(profile: try await environment.profiles([c.customer], from: state)[c.customer]) else { return [] }
         try await senders.release(customer: c.customer, messageID: messageID)
         let settings = environment.settings.kafka
-        let decision = Decision(reason: .fallbackChannel, rule: "provider_receipt:\(c.provider)", customerID: copy.customerID, journey: copy.journey,
-                                journeyVersion: copy.journeyVersion, stage: copy.stage, step: copy.step, channel: next,
-                                messageID: copy.messageID, priority: copy.priority, decidedAt: now, sendAfter: nil, expiresAt: copy.expiresAt,
-                                causedBy: copy.causedBy, detail: "\(failed.rawValue) failed after the provider accepted it: \(detail)")
+        let decision = Decision(.fallbackChannel, rule: "provider_receipt:\(c.provider)", about: copy, at: now,
+                                detail: "\(failed.rawValue) failed after the provider accepted it: \(detail)")
         Counter(label: "waymark_receipt_fallbacks_total", dimensions: [("provider", c.provider)]).increment()
-        return [KafkaProducerRecord(topic: settings.outboundTopic(next.rawValue), key: Array(copy.customerID.utf8), value: copy.jsonBytes()),
+        return [KafkaProducerRecord(topic: settings.outboundTopic(copy.channel.rawValue), key: Array(copy.customerID.utf8), value: copy.jsonBytes()),
                 KafkaProducerRecord(topic: settings.decisions.name, key: Array(copy.customerID.utf8), value: decision.jsonBytes())]
     }
 
