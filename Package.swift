@@ -85,12 +85,13 @@ let package = Package(
             dependencies: ["WaymarkEngine", .product(name: "Yams", package: "Yams"), .product(name: "Mustache", package: "swift-mustache")],
             swiftSettings: strict),
         .target(name: "WaymarkEngine", swiftSettings: strict),
+        .target(name: "WaymarkAnalytics", dependencies: ["WaymarkEngine", "WaymarkWire"], swiftSettings: strict),
         .target(name: "WaymarkSample", dependencies: ["WaymarkEngine", "WaymarkWire"], swiftSettings: strict),
         .target(name: "WaymarkState", dependencies: ["WaymarkRedis"], swiftSettings: strict),
         .target(name: "WaymarkWire", dependencies: ["WaymarkEngine"], swiftSettings: strict),
         .target(
             name: "WaymarkWorkers",
-            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkWire", "WaymarkConfig", "WaymarkHTTP",
+            dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkState", "WaymarkEngine", "WaymarkWire", "WaymarkConfig", "WaymarkHTTP", "WaymarkAnalytics",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Hummingbird", package: "hummingbird"),
@@ -103,6 +104,7 @@ let package = Package(
         .target(
             name: "WaymarkControl",
             dependencies: ["WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkWire", "WaymarkState", "WaymarkWorkers",
+                           "WaymarkAnalytics",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
@@ -118,7 +120,7 @@ let package = Package(
             name: "WaymarkCLI",
             dependencies: [
                 "WaymarkKafka", "WaymarkRedis", "WaymarkConfig", "WaymarkEngine", "WaymarkLocalStack",
-                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkWire", "WaymarkHTTP",
+                "WaymarkControl", "WaymarkSample", "WaymarkWorkers", "WaymarkState", "WaymarkWire", "WaymarkHTTP", "WaymarkAnalytics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -164,6 +166,7 @@ let package = Package(
         .testTarget(
             name: "WaymarkWireTests",
             dependencies: ["WaymarkWire", "WaymarkEngine", "WaymarkSample"]),
+        .testTarget(name: "WaymarkAnalyticsTests", dependencies: ["WaymarkAnalytics", "WaymarkEngine", "WaymarkWire"]),
         .testTarget(name: "WaymarkConfigTests", dependencies: ["WaymarkConfig", "WaymarkEngine"]),
         .testTarget(
             name: "WaymarkHTTPTests",

@@ -11,6 +11,8 @@ import WaymarkLocalStack
 import WaymarkRedis
 import WaymarkSample
 import WaymarkWorkers
+import WaymarkAnalytics
+import WaymarkState
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,6 +38,7 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
     @Option(help: "Customers in the generated day.") var customers = 3_000
     @Option(help: "Seed of the generated day (same seed, same day).") var seed: UInt64 = 42
+    @Option(help: "Where to write the experiment report page (HTML with charts).") var reportHTML = "waymark-demo-experiment.html"
 
     func run() async throws {
         global.bootstrapLogging()
@@ -80,6 +83,8 @@ struct Demo: AsyncParsableCommand {
         let providerFile = stack.directory.appendingPathComponent("provider.jsonl").path
         let sender = SenderWorker(environment: environment, channels: settings.kafka.channels.compactMap(Channel.init(rawValue:)),
                                   provider: try FileProvider(path: providerFile), client: client, redis: redis)
+        let kpis = KPIWorker(environment: environment, client: client, redis: redis)
+        let kpiTask = Task { try await kpis.run() }
         let receiptsPort = Mutex(0)
         let receipts = ReceiptsWorker(environment: environment, client: client, redis: redis) { port in receiptsPort.withLock { $0 = port } }
         let services = Task {
@@ -154,6 +159,14 @@ struct Demo: AsyncParsableCommand {
         _ = await receiptsTask.result
         await network.shutdown()
         await producer.close()
+        // The KPI counters catch up with the last decisions and receipts.
+        let kpiDeadline = ContinuousClock.now + .seconds(60)
+        while try await admin.lag(group: settings.kafka.kpiGroup, topics: [settings.kafka.decisions.name, settings.kafka.deliveries.name])
+            .map(\.lag).reduce(0, +) > 0, ContinuousClock.now < kpiDeadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        kpis.stop()
+        try await kpiTask.value
 
         // Read the results back from Kafka.
         var summary = DecisionSummary()
@@ -201,9 +214,28 @@ struct Demo: AsyncParsableCommand {
         let order = ["message_sent", "message_delivered", "message_read", "message_clicked", "message_failed", "message_unsubscribed"]
         print("Receipts on \(settings.kafka.deliveries.name): " + order.map { "\($0) \(receiptCounts[$0] ?? 0)" }.joined(separator: ", ")
               + " (\(network.callbacks) signed status callbacks and \(network.stops) STOP replies from the demo network, fed back into journeys)")
+        try await printExperiment(settings: settings, journeys: journeys, directory: stack.directory, from: touchpoints.first?.timestamp ?? 0,
+                                  to: clock.now.milliseconds + 1)
         print(String(format: "Throughput: %d touchpoints through Kafka → journey worker → Redis → Kafka in %.2f s wall (%.0f/s, paced by the simulated clock)",
                      touchpoints.count, streamed.seconds, Double(touchpoints.count) / streamed.seconds))
         print("Stopping local stack.")
+    }
+
+    /// The shipped experiment's report, read from the KPI counters the KPI worker kept during the run.
+    private func printExperiment(settings: WaymarkSettings, journeys: String, directory: URL, from: Int64, to: Int64) async throws {
+        let definitions = try JourneyLoader.load(directory: (journeys as NSString).appendingPathComponent("journeys"))
+        guard let journey = definitions.first(where: { $0.experiment != nil }) else { return }
+        let connection = try await RedisConnection.connect(WorkerRuntime.redisConfiguration(settings))
+        let series = try await KPIReader(connection: connection, keys: KeySpace(prefix: settings.redis.keyPrefix, shards: settings.redis.shards))
+            .series(journey: journey.name, from: from, to: to)
+        await connection.close()
+        guard let report = ExperimentReport(series: series, journey: journey) else { return }
+        let page = reportHTML
+        try ReportHTML.experiment(report, journey: JourneyReport(series: series, journey: journey)).write(toFile: page, atomically: true, encoding: .utf8)
+        print("")
+        print(ReportText.experiment(report))
+        print("(`waymark report experiment \(report.experiment)` prints this from the KPI counters; the same with charts: \(page))")
+        print("")
     }
 
     private func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws {

@@ -108,6 +108,17 @@ struct Replay: AsyncParsableCommand {
             }
         }
         if rows.count > 1 { print(table(rows)) }
+        // Per experiment arm: what a change of variants or weights does to each arm's messages.
+        let experimentRows = report.arms.filter { !$0.arm.isEmpty }
+        if !experimentRows.isEmpty {
+            print("  per experiment arm (messages in range; customers with a message):")
+            var armRows = [["JOURNEY", "ARM", "BASELINE", "NEW RULES", "ADDED", "REMOVED", "MOVED", "TEMPLATE CHANGED", "CUSTOMERS BEFORE", "AFTER"]]
+            for a in experimentRows {
+                armRows.append([a.journey, a.arm, "\(a.baseline)", "\(a.replayed)", "\(a.added)", "\(a.removed)", "\(a.moved)",
+                                "\(a.templateChanged)", "\(a.baselineCustomers)", "\(a.replayedCustomers)"])
+            }
+            print(table(armRows))
+        }
         for change in report.changes.prefix(20) {
             let m = (change.after ?? change.before)!
             print("  \(change.kind.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(m.messageID) \(m.customer) \(m.journey)/\(m.step) "

@@ -27,7 +27,7 @@ struct Waymark: AsyncParsableCommand {
             3 runtime failure (broker or Redis unreachable, …).
             """,
         version: waymarkVersion,
-        subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Replay.self, Forget.self, Template.self])
+        subcommands: [Demo.self, Topics.self, Worker.self, Queues.self, Inspect.self, Dlq.self, Funnel.self, Report.self, Replay.self, Forget.self, Template.self])
 
     /// Runs the command, mapping errors to exit codes scripts can rely on (see the discussion above).
     static func main() async {

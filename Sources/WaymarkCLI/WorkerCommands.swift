@@ -26,7 +26,7 @@ struct Worker: AsyncParsableCommand {
               waymark worker scheduler
               waymark worker sender --channel sms --channel whatsapp
             """,
-        subcommands: [Journey.self, SchedulerCommand.self, Sender.self, Receipts.self])
+        subcommands: [Journey.self, SchedulerCommand.self, Sender.self, Receipts.self, KPIs.self])
 
     struct Receipts: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -92,6 +92,28 @@ struct Worker: AsyncParsableCommand {
             let sender = SenderWorker(environment: runtime.environment, channels: served, providers: providers,
                                       client: runtime.client, redis: runtime.redis)
             try await runtime.run([sender])
+        }
+    }
+
+    struct KPIs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "kpis",
+            abstract: "Roll journey.decisions and deliveries up into per-journey, per-hour KPI counters in Redis.",
+            discussion: """
+                What `waymark report` and `waymark funnel` read. Run one or more (they share the
+                consumer group kafka.groups.kpis); each record counts exactly once.
+
+                Examples:
+                  waymark worker kpis
+                  waymark worker kpis --log-level info
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Directory with rules.yaml and journeys/.") var journeys = "config"
+
+        func run() async throws {
+            let runtime = try WorkerRuntime(global: global, journeys: journeys)
+            let worker = KPIWorker(environment: runtime.environment, client: runtime.client, redis: runtime.redis)
+            try await runtime.run([worker], ready: { worker.isReady })
         }
     }
 

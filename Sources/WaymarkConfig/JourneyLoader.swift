@@ -7,7 +7,7 @@ public import WaymarkEngine
 /// unknown keys are errors (they are usually typos). See the README for the format.
 public enum JourneyLoader {
     static let journeyKeys = ["journey", "version", "description", "key", "reentry_cooldown", "entry", "stages", "steps",
-                              "channels", "transitions", "exit"]
+                              "channels", "transitions", "exit", "experiment", "goal"]
 
     /// Parses one journey document.
     public static func parse(yaml: String, file: String) throws(JourneyConfigError) -> JourneyDefinition {
@@ -22,6 +22,15 @@ public enum JourneyLoader {
             cooldown = try c.string() == "never" ? nil : try c.duration()
         }
         let keyed = key != nil
+        let experiment = try f["experiment"].map { n throws(JourneyConfigError) in try self.experiment(n, journey: name) }
+        var goal: ConversionGoal? = nil
+        if let g = f["goal"] {
+            let gf = try g.fields(allowed: ["event", "where", "same_key", "within"], required: ["event", "within"])
+            let window = try gf["within"]!.duration()
+            if window.milliseconds <= 0 { throw gf["within"]!.error("must be positive") }
+            goal = ConversionGoal(event: try matcher(gf, typeKey: "event", keyed: keyed), window: window)
+        }
+        let armNames = experiment?.arms.map(\.name) ?? []
 
         var entry: [EntryTrigger] = []
         for n in try f["entry"]!.listOrSingle() {
@@ -45,13 +54,13 @@ public enum JourneyLoader {
                 if duplicate { throw sf["name"]!.error("stage '\(stageName)' defined twice") }
                 var channels = try sf["channels"]?.channels()
                 if channels == nil { channels = try f["channels"]?.channels() }
-                let steps = try sf["steps"].map { n throws(JourneyConfigError) in try self.steps(n, defaultChannels: channels, keyed: keyed) } ?? []
+                let steps = try sf["steps"].map { n throws(JourneyConfigError) in try self.steps(n, defaultChannels: channels, keyed: keyed, arms: armNames) } ?? []
                 stages.append(Stage(name: stageName, steps: steps))
                 stageNodes.append(n)
             }
             if stages.isEmpty { throw s.error("needs at least one stage") }
         } else if let s = f["steps"] {
-            stages = [Stage(name: "main", steps: try steps(s, defaultChannels: try f["channels"]?.channels(), keyed: keyed))]
+            stages = [Stage(name: "main", steps: try steps(s, defaultChannels: try f["channels"]?.channels(), keyed: keyed, arms: armNames))]
             stageNodes = [s]
         } else {
             throw root.error("journey '\(name)' needs 'steps' or 'stages'")
@@ -128,7 +137,8 @@ public enum JourneyLoader {
         }
 
         let def = JourneyDefinition(name: name, version: version, description: description, key: key, entry: entry,
-                                    stages: stages, transitions: transitions, exits: exits, reentryCooldown: cooldown)
+                                    stages: stages, transitions: transitions, exits: exits, reentryCooldown: cooldown,
+                                    experiment: experiment, goal: goal)
         do throws(EngineConfigError) {
             _ = try JourneyEngine(journeys: [def], rules: Rules())
         } catch {
@@ -195,11 +205,70 @@ public enum JourneyLoader {
                      sameKey: try f["same_key"]?.bool() ?? keyed)
     }
 
-    static func steps(_ node: YNode, defaultChannels: [Channel]?, keyed: Bool) throws(JourneyConfigError) -> [Step] {
+    /// `experiment: {name, salt, holdout, arms: [{name, weight}]}`.
+    static func experiment(_ n: YNode, journey: String) throws(JourneyConfigError) -> Experiment {
+        let f = try n.fields(allowed: ["name", "salt", "holdout", "arms"], required: ["arms"])
+        let name = try f["name"]?.identifier() ?? journey
+        var arms: [ExperimentArm] = []
+        for a in try f["arms"]!.list() {
+            let af = try a.fields(allowed: ["name", "weight"], required: ["name"])
+            let armName = try af["name"]!.identifier()
+            if armName == Experiment.holdoutArm || armName == Experiment.globalControlArm {
+                throw af["name"]!.error("'\(armName)' is reserved; set the holdout with 'holdout:'")
+            }
+            if arms.contains(where: { $0.name == armName }) { throw af["name"]!.error("arm '\(armName)' defined twice") }
+            let weight = try af["weight"]?.number() ?? 1
+            if !(weight > 0) || !weight.isFinite { throw (af["weight"] ?? a).error("weight must be a positive number") }
+            arms.append(ExperimentArm(name: armName, weight: weight))
+        }
+        if arms.count < 2 { throw f["arms"]!.error("an experiment needs at least two arms (the first is the control)") }
+        var holdout = 0.0
+        if let h = f["holdout"] {
+            holdout = try percent(h)
+            if !(holdout >= 0 && holdout < 50) { throw h.error("holdout must be at least 0 % and below 50 %") }
+        }
+        return Experiment(name: name, salt: try f["salt"]?.string(), arms: arms, holdoutPercent: holdout)
+    }
+
+    /// `5%`, `5 %` or `5` (percent).
+    static func percent(_ n: YNode) throws(JourneyConfigError) -> Double {
+        if let d = try? n.number() { return d }
+        let s = try n.string().trimmingCharacters(in: .whitespaces)
+        guard s.hasSuffix("%"), let d = Double(s.dropLast().trimmingCharacters(in: .whitespaces)) else {
+            throw n.error("expected a percentage such as 5% (got '\(s)')")
+        }
+        return d
+    }
+
+    /// `variants: {B: {template, channels, priority, duration, skip}}` on a step.
+    static func variants(_ n: YNode, kind: String, arms: [String]) throws(JourneyConfigError) -> [String: StepVariant] {
+        if arms.isEmpty { throw n.error("'variants' needs an 'experiment' on the journey") }
+        var out: [String: StepVariant] = [:]
+        let allowed: [String]
+        switch kind {
+        case "send": allowed = ["template", "channels", "priority", "skip"]
+        case "wait", "wait_for": allowed = ["duration", "skip"]
+        default: allowed = ["skip"]
+        }
+        for (arm, v) in try n.mapping(allowed: []) {
+            guard arms.contains(arm) else {
+                throw v.error("unknown arm '\(arm)' (the experiment's arms: \(arms.joined(separator: ", ")))")
+            }
+            let vf = try v.fields(allowed: allowed)
+            let duration = try vf["duration"]?.duration()
+            if let d = duration, d.milliseconds < 0 || (kind == "wait_for" && d.milliseconds == 0) { throw vf["duration"]!.error("must be positive") }
+            out[arm] = StepVariant(template: try vf["template"]?.identifier(), channels: try vf["channels"]?.channels(),
+                                   priority: try vf["priority"]?.int(in: -1000...1000), duration: duration,
+                                   skip: try vf["skip"]?.bool() ?? false)
+        }
+        return out
+    }
+
+    static func steps(_ node: YNode, defaultChannels: [Channel]?, keyed: Bool, arms: [String] = []) throws(JourneyConfigError) -> [Step] {
         var out: [Step] = []
         for (i, n) in try node.list().enumerated() {
             let kinds = ["send", "wait", "wait_for", "branch"]
-            let sf = try n.fields(allowed: ["id"] + kinds)
+            let sf = try n.fields(allowed: ["id", "variants"] + kinds)
             let present = kinds.filter { sf.has($0) }
             guard present.count == 1 else {
                 throw n.error(present.isEmpty ? "a step needs one of: send, wait, wait_for, branch"
@@ -249,7 +318,8 @@ public enum JourneyLoader {
                 }
                 action = .branch(cases: cases, otherwise: otherwise)
             }
-            out.append(Step(id: id, action: action))
+            let variants = try sf["variants"].map { v throws(JourneyConfigError) in try self.variants(v, kind: present[0], arms: arms) } ?? [:]
+            out.append(Step(id: id, action: action, variants: variants))
         }
         return out
     }
@@ -278,7 +348,8 @@ public enum JourneyLoader {
             case .prefixed:
                 if name.hasPrefix("event.") { field = .event(String(name.dropFirst(6))) }
                 else if name.hasPrefix("profile.") { field = .profile(String(name.dropFirst(8))) }
-                else { throw v.error("condition fields must start with 'event.' or 'profile.' (got '\(name)')") }
+                else if name == "journey.arm" { field = .journey("arm") }
+                else { throw v.error("condition fields must start with 'event.' or 'profile.', or be 'journey.arm' (got '\(name)')") }
             }
             if case .mapping = v.node {
                 for (op, arg) in try v.mapping(allowed: ["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"]) {

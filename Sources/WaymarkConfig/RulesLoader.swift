@@ -9,7 +9,8 @@ public enum RulesLoader {
     public static func parse(yaml: String, file: String) throws(JourneyConfigError) -> Rules {
         let root = try composeYAML(yaml, file: file)
         let f = try root.fields(allowed: ["default_timezone", "quiet_hours", "frequency_caps", "consent", "default_expiry",
-                                          "channel_order", "dedup", "max_instances_per_customer", "ended_instance_memory"])
+                                          "channel_order", "dedup", "max_instances_per_customer", "ended_instance_memory",
+                                          "experiments"])
         var r = Rules()
         if let tz = f["default_timezone"] {
             r.defaultTimezone = try tz.string()
@@ -74,6 +75,16 @@ public enum RulesLoader {
         }
         r.maxInstancesPerCustomer = try f["max_instances_per_customer"]?.int(in: 1...10_000) ?? r.maxInstancesPerCustomer
         r.endedInstanceMemory = try f["ended_instance_memory"]?.duration() ?? r.endedInstanceMemory
+        if let x = f["experiments"] {
+            let xf = try x.fields(allowed: ["global_control"])
+            if let g = xf["global_control"] {
+                let gf = try g.fields(allowed: ["percent", "salt"], required: ["percent"])
+                let pct = try JourneyLoader.percent(gf["percent"]!)
+                if !(pct >= 0 && pct < 50) { throw gf["percent"]!.error("must be at least 0 % and below 50 %") }
+                r.experiments = ExperimentRules(globalControlPercent: pct,
+                                                globalControlSalt: try gf["salt"]?.string() ?? r.experiments.globalControlSalt)
+            }
+        }
         return r
     }
 

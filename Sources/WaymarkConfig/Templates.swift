@@ -241,7 +241,18 @@ public struct TemplateStore: Sendable {
         for journey in journeys {
             for stage in journey.stages {
                 for step in stage.steps {
-                    guard case .send(let send) = step.action else { continue }
+                    guard case .send(let written) = step.action else { continue }
+                    // The step as written, and as each experiment arm runs it.
+                    var forms = [written]
+                    for arm in step.variants.keys.sorted() {
+                        let v = step.variants[arm]!
+                        if v.skip { continue }
+                        var s = written
+                        if let t = v.template { s.template = t }
+                        if let c = v.channels { s.channels = c }
+                        if s != written { forms.append(s) }
+                    }
+                    for send in forms {
                     let (file, line) = positions["\(journey.name)/\(step.id)"] ?? ((journeysDirectory as NSString).appendingPathComponent(journey.name + ".yaml"), 0)
                     func fail(_ message: String) -> JourneyConfigError {
                         JourneyConfigError(file: file, line: line, column: 0, message: "journey '\(journey.name)' step '\(step.id)': \(message)")
@@ -264,6 +275,7 @@ public struct TemplateStore: Sendable {
                                 throw fail("template '\(send.template)' (\(locale), \(channel.rawValue)) uses '\(missing)', which the step does not pass (variables: \(passed.joined(separator: ", ")))")
                             }
                         }
+                    }
                     }
                 }
             }

@@ -33,6 +33,8 @@ public struct KafkaSettings: Sendable {
     public var channels: [String]
     public var journeyGroup: String
     public var senderGroup: String
+    /// Consumer group of `waymark worker kpis` (reads decisions and receipts into KPI counters).
+    public var kpiGroup: String
 
     /// Every topic Waymark needs, outbound topics expanded per channel.
     public var allTopics: [TopicSettings] {
@@ -229,7 +231,7 @@ public struct WaymarkSettings: Sendable {
             throw reader.fail(kafkaNode["channels"], "kafka.channels",
                               "unknown channel '\(channel)'; known: \(knownChannels.sorted().joined(separator: ", "))")
         }
-        let groups = try reader.mapping(kafkaNode["groups"] ?? Node.mapping(.init([])), "kafka.groups", allowed: ["journey", "sender"])
+        let groups = try reader.mapping(kafkaNode["groups"] ?? Node.mapping(.init([])), "kafka.groups", allowed: ["journey", "sender", "kpis"])
         let outbound = try topic("outbound", name: "outbound", partitions: 6)
         var kafka = KafkaSettings(
             bootstrapServers: try reader.string(kafkaNode, "bootstrap_servers", "kafka", default: "127.0.0.1:9092"),
@@ -244,7 +246,8 @@ public struct WaymarkSettings: Sendable {
             outbound: outbound,
             channels: channels,
             journeyGroup: try reader.string(groups, "journey", "kafka.groups", default: "waymark-journey"),
-            senderGroup: try reader.string(groups, "sender", "kafka.groups", default: "waymark-sender"))
+            senderGroup: try reader.string(groups, "sender", "kafka.groups", default: "waymark-sender"),
+            kpiGroup: try reader.string(groups, "kpis", "kafka.groups", default: "waymark-kpis"))
         if let bootstrap = environment["WAYMARK_KAFKA_BOOTSTRAP"], !bootstrap.isEmpty { kafka.bootstrapServers = bootstrap }
         for plaintext in ["sasl.password", "ssl.key.password", "ssl.keystore.password"] where kafka.properties[plaintext] != nil {
             throw reader.fail(kafkaNode["properties"], "kafka.properties.\(plaintext)",

@@ -114,6 +114,7 @@ public struct QueueInspector: Sendable {
         return [
             k.journeyGroup: [k.touchpoints.name, k.customers.name, k.deliveries.name],
             k.senderGroup: k.channels.map(k.outboundTopic),
+            k.kpiGroup: [k.decisions.name, k.deliveries.name],
         ]
     }
 

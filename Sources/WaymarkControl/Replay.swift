@@ -12,6 +12,27 @@ public struct ReplayMessage: Sendable, Hashable, Codable {
     public var channel: String
     /// Milliseconds since the epoch (RFC 3339 in JSON).
     @RFC3339Time public var sendAfter: Int64
+    /// The instance's experiment arm (nil: its journey runs no experiment).
+    public var arm: String?
+    public var template: String?
+}
+
+/// One journey arm's messages in a dry run: what the baseline had, what the new rules give, and how
+/// they differ (the what-if of a change to variants or weights).
+public struct ReplayArmSummary: Sendable, Hashable, Codable {
+    public var journey: String
+    /// Empty for a journey without experiment.
+    public var arm: String
+    public var baseline = 0
+    public var replayed = 0
+    public var added = 0
+    public var removed = 0
+    public var moved = 0
+    /// In both, with another template (a variant changed).
+    public var templateChanged = 0
+    /// Customers with at least one message of the arm.
+    public var baselineCustomers = 0
+    public var replayedCustomers = 0
 }
 
 /// How a message differs between the baseline and the replay under new rules.
@@ -35,6 +56,8 @@ public struct ReplayReport: Sendable, Codable {
     public var baselineMessages = 0
     public var replayedMessages = 0
     public var changes: [ReplayChange] = []
+    /// Per journey and arm, in journey then arm order.
+    public var arms: [ReplayArmSummary] = []
     public var customersAffected: Int { Set(changes.map(\.customer)).count }
 
     /// Counts per journey and channel: (added, removed, moved).
@@ -52,7 +75,7 @@ public struct ReplayReport: Sendable, Codable {
         return out
     }
 
-    enum CodingKeys: String, CodingKey { case from, to, eventsRead, eventsInRange, customers, baselineMessages, replayedMessages, changes }
+    enum CodingKeys: String, CodingKey { case from, to, eventsRead, eventsInRange, customers, baselineMessages, replayedMessages, arms, changes }
 }
 
 /// Re-runs history through the engine in event time, isolated from live state, and compares.
@@ -130,8 +153,41 @@ public struct ReplayDryRun: Sendable {
             }
         }
         for (id, r) in replayed where baseline[id] == nil { report.changes.append(ReplayChange(kind: .added, before: nil, after: r)) }
+        report.arms = Self.armSummaries(baseline: baseline, replayed: replayed, changes: report.changes)
         report.changes.sort { ($0.customer, $0.journey, ($0.after ?? $0.before)!.messageID) < ($1.customer, $1.journey, ($1.after ?? $1.before)!.messageID) }
         return report
+    }
+
+    /// Messages per journey and arm on both sides, with the differences.
+    static func armSummaries(baseline: [String: ReplayMessage], replayed: [String: ReplayMessage], changes: [ReplayChange]) -> [ReplayArmSummary] {
+        struct Key: Hashable { var journey: String; var arm: String }
+        var rows: [Key: ReplayArmSummary] = [:]
+        var customers: [Key: (before: Set<String>, after: Set<String>)] = [:]
+        func key(_ m: ReplayMessage) -> Key { Key(journey: m.journey, arm: m.arm ?? "") }
+        func row(_ k: Key) -> ReplayArmSummary { rows[k] ?? ReplayArmSummary(journey: k.journey, arm: k.arm) }
+        for m in baseline.values {
+            let k = key(m); var r = row(k); r.baseline += 1; rows[k] = r
+            customers[k, default: ([], [])].before.insert(m.customer)
+        }
+        for (id, m) in replayed {
+            let k = key(m); var r = row(k); r.replayed += 1
+            if let b = baseline[id], b.template != nil, m.template != nil, b.template != m.template { r.templateChanged += 1 }
+            rows[k] = r
+            customers[k, default: ([], [])].after.insert(m.customer)
+        }
+        for c in changes {
+            // An added message counts in its new arm, a removed one in its old arm.
+            let k = key((c.after ?? c.before)!)
+            var r = row(k)
+            switch c.kind {
+            case .added: r.added += 1
+            case .removed: r.removed += 1
+            case .moved: r.moved += 1
+            }
+            rows[k] = r
+        }
+        for (k, c) in customers { rows[k]?.baselineCustomers = c.before.count; rows[k]?.replayedCustomers = c.after.count }
+        return rows.values.sorted { ($0.journey, $0.arm) < ($1.journey, $1.arm) }
     }
 
     private func baselineStore(_ map: inout [String: ReplayMessage], _ m: ReplayMessage) {
@@ -141,7 +197,8 @@ public struct ReplayDryRun: Sendable {
 
     static func message(_ m: OutboundMessage) -> ReplayMessage {
         ReplayMessage(messageID: m.messageID.description, customer: m.customerID, journey: m.journey, step: m.step,
-                      channel: m.channel.rawValue, sendAfter: m.sendAfter.milliseconds)
+                      channel: m.channel.rawValue, sendAfter: m.sendAfter.milliseconds, arm: m.arm.isEmpty ? nil : m.arm,
+                      template: m.template)
     }
 
     /// Reads what a dry run needs from Kafka: touchpoints and receipts, latest profiles, published messages.

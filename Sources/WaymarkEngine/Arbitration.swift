@@ -17,11 +17,29 @@ extension Run {
             if $0.createdAt != $1.createdAt { return $0.createdAt < $1.createdAt }
             return $0.seq < $1.seq
         }
+        let firstDecision = decisions.count
         for c in batch {
             switch c.kind {
             case .new(let plan): decide(plan)
             case .release(let d): release(d)
             case .awaitingProfile(let d): decide(SendPlan(heldForProfile: d, variables: profileVariables(d)))
+            }
+        }
+        noteLastMessages(since: firstDecision)
+    }
+
+    /// Remembers, for each open conversion window, the last message decided for its instance: a
+    /// conversion is attributed to it.
+    mutating func noteLastMessages(since first: Int) {
+        guard !state.conversions.isEmpty else { return }
+        for d in decisions[first...] {
+            guard d.reason == .sent || d.reason == .fallbackChannel || d.reason == .deferredQuietHours,
+                  let journey = d.journey, let id = d.messageID else { continue }
+            let key = d.instanceKey ?? ""
+            if let w = state.conversions.lastIndex(where: { $0.journey == journey && $0.key == key }) {
+                state.conversions[w].lastMessage = id
+                state.conversions[w].lastStep = d.step ?? ""
+                state.conversions[w].lastChannel = d.channel
             }
         }
     }
@@ -147,7 +165,7 @@ extension Run {
                                   journeyVersion: p.version, stage: p.stage, step: p.step, template: p.template,
                                   priority: p.priority, transactional: p.transactional, createdAt: p.createdAt, sendAfter: clock,
                                   expiresAt: p.expiresAt, causedBy: p.causedBy, locale: profile?.locale,
-                                  variables: p.variables, fallbackChannels: [])
+                                  variables: p.variables, fallbackChannels: [], arm: p.arm)
         if state.capHistory.contains(where: { $0.messageID == p.messageID })
             || state.deferred.contains(where: { $0.message.messageID == p.messageID }) {
             decisions.append(messageDecision(.suppressedDuplicate, rule: "dedup:message_id", msg, key: p.key, skipped: []))
@@ -281,7 +299,8 @@ struct SendPlan {
     var expiryRule: String
     /// A new send may wait for a missing profile; one that already waited is decided as it stands.
     var mayAwaitProfile: Bool
-
+    /// The instance's experiment arm (empty: none).
+    var arm: String = ""
 }
 
 extension SendPlan {
@@ -291,6 +310,6 @@ extension SendPlan {
         self.init(messageID: m.messageID, journey: m.journey, version: m.journeyVersion, key: d.instanceKey, stage: m.stage,
                   step: m.step, template: m.template, priority: m.priority, transactional: m.transactional,
                   channels: [m.channel] + m.fallbackChannels, causedBy: m.causedBy, variables: variables,
-                  createdAt: m.createdAt, expiresAt: m.expiresAt, expiryRule: "expiry", mayAwaitProfile: false)
+                  createdAt: m.createdAt, expiresAt: m.expiresAt, expiryRule: "expiry", mayAwaitProfile: false, arm: m.arm)
     }
 }

@@ -21,11 +21,16 @@ public struct CustomerState: Sendable, Hashable {
     public var deferred: [DeferredMessage]
     /// Funnel counters, sorted by journey, stage, kind.
     public var counters: [FunnelCounter]
+    /// Experiment arms given to this customer, oldest first (bounded to ``ArmRecord/limit``), so a
+    /// later weight change re-assigns nobody.
+    public var arms: [ArmRecord]
+    /// Instances whose conversion window is open, oldest first (bounded to ``OpenConversion/limit``).
+    public var conversions: [OpenConversion]
 
     /// An empty state for a customer never seen before.
     public init() {
         clock = Timestamp(milliseconds: 0)
-        instances = []; ended = []; recentEvents = []; capHistory = []; deferred = []; counters = []
+        instances = []; ended = []; recentEvents = []; capHistory = []; deferred = []; counters = []; arms = []; conversions = []
     }
 
     /// Earliest pending timer or deferred release, for the scheduler's index.
@@ -64,14 +69,16 @@ public struct JourneyInstance: Sendable, Hashable {
     public var sendSequence: Int
     /// Scalar attributes of the entry event, updated by later matched events; sorted by name.
     public var context: [ContextField]
+    /// Experiment arm (`holdout`, `global_control`), or empty when the journey runs no experiment.
+    public var arm: String
 
     public init(journey: String, version: Int, key: String, enteredAt: Timestamp, stage: String,
                 stageEnteredAt: Timestamp, stagesReached: [StageVisit], step: String, wakeAt: Timestamp?,
-                causedBy: String, sendSequence: Int, context: [ContextField]) {
+                causedBy: String, sendSequence: Int, context: [ContextField], arm: String = "") {
         self.journey = journey; self.version = version; self.key = key; self.enteredAt = enteredAt
         self.stage = stage; self.stageEnteredAt = stageEnteredAt; self.stagesReached = stagesReached
         self.step = step; self.wakeAt = wakeAt; self.causedBy = causedBy; self.sendSequence = sendSequence
-        self.context = context
+        self.context = context; self.arm = arm
     }
 
     /// Context value by name.
@@ -159,5 +166,42 @@ public struct FunnelCounter: Sendable, Hashable {
     public var count: UInt32
     public init(journey: String, stage: String, kind: Kind, count: UInt32) {
         self.journey = journey; self.stage = stage; self.kind = kind; self.count = count
+    }
+}
+
+/// An experiment arm given to a customer (for one instance key; empty for unkeyed journeys).
+public struct ArmRecord: Sendable, Hashable {
+    /// At most this many are kept; the oldest go first.
+    public static let limit = 32
+    public var experiment: String
+    public var key: String
+    public var arm: String
+    /// When it was given (keyed ones are forgotten ``Rules/endedInstanceMemory`` later unless in use).
+    public var at: Timestamp
+    public init(experiment: String, key: String, arm: String, at: Timestamp) {
+        self.experiment = experiment; self.key = key; self.arm = arm; self.at = at
+    }
+}
+
+/// A journey instance whose conversion goal may still be reached (it may have ended already: a
+/// purchase two days after the last reminder still counts within the window).
+public struct OpenConversion: Sendable, Hashable {
+    /// At most this many windows are open per customer; the oldest close first.
+    public static let limit = 16
+    public var journey: String
+    public var version: Int
+    public var key: String
+    public var arm: String
+    public var enteredAt: Timestamp
+    /// The goal must happen before this (entry + ``ConversionGoal/window``).
+    public var closesAt: Timestamp
+    /// The last message decided for the instance before now, if any (what the conversion is attributed to).
+    public var lastMessage: MessageID?
+    public var lastStep: String
+    public var lastChannel: Channel?
+    public init(journey: String, version: Int, key: String, arm: String, enteredAt: Timestamp, closesAt: Timestamp,
+                lastMessage: MessageID? = nil, lastStep: String = "", lastChannel: Channel? = nil) {
+        self.journey = journey; self.version = version; self.key = key; self.arm = arm; self.enteredAt = enteredAt
+        self.closesAt = closesAt; self.lastMessage = lastMessage; self.lastStep = lastStep; self.lastChannel = lastChannel
     }
 }

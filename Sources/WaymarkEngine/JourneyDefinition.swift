@@ -20,13 +20,83 @@ public struct JourneyDefinition: Sendable, Hashable {
     /// Minimum time between an instance ending and a new one starting for the same key;
     /// `nil` means "never re-enter" (remembered for ``Rules/endedInstanceMemory``).
     public var reentryCooldown: TimeSpan?
+    /// An A/B/n test over the journey's steps (see ``Experiment``); `nil`: every instance runs the
+    /// steps as written.
+    public var experiment: Experiment?
+    /// What counts as a conversion, and for how long after entry; `nil`: a matching exit goal marked
+    /// `converted` is the conversion, attributed at the moment it ends the instance.
+    public var goal: ConversionGoal?
 
     public init(name: String, version: Int, description: String = "", key: String? = nil,
                 entry: [EntryTrigger], stages: [Stage], transitions: [Transition] = [], exits: [ExitGoal] = [],
-                reentryCooldown: TimeSpan? = .zero) {
+                reentryCooldown: TimeSpan? = .zero, experiment: Experiment? = nil, goal: ConversionGoal? = nil) {
         self.name = name; self.version = version; self.description = description; self.key = key
         self.entry = entry; self.stages = stages; self.transitions = transitions; self.exits = exits
-        self.reentryCooldown = reentryCooldown
+        self.reentryCooldown = reentryCooldown; self.experiment = experiment; self.goal = goal
+    }
+}
+
+/// An A/B/n experiment on a journey: every new instance is assigned one arm (or the holdout) from a
+/// stable hash of the experiment salt, the customer id and the instance key, so replays, retries and
+/// restarts give the same arm. The assignment is kept in customer state: changing weights later
+/// re-assigns nobody already assigned. Steps change per arm through ``Step/variants``; branches can
+/// test the arm (`journey.arm`).
+public struct Experiment: Sendable, Hashable {
+    /// Unique across journeys; names the assignments kept in state and the experiment report.
+    public var name: String
+    /// Mixed into the assignment hash; a new salt gives an independent split (for new customers).
+    public var salt: String
+    /// At least two arms (A/B/n). The first is the control that the others are compared with.
+    public var arms: [ExperimentArm]
+    /// Share of instances (0 ..< 50 %) held out: they enter, are tracked and converted like the
+    /// others, and are sent no non-transactional message of this journey.
+    public var holdoutPercent: Double
+
+    public init(name: String, salt: String? = nil, arms: [ExperimentArm], holdoutPercent: Double = 0) {
+        self.name = name; self.salt = salt ?? name; self.arms = arms; self.holdoutPercent = holdoutPercent
+    }
+
+    /// The arm name recorded for holdout instances.
+    public static let holdoutArm = "holdout"
+    /// The arm name recorded for members of the global control group (``ExperimentRules``).
+    public static let globalControlArm = "global_control"
+}
+
+/// One arm of an experiment.
+public struct ExperimentArm: Sendable, Hashable {
+    public var name: String
+    /// Relative weight (> 0); shares are weight / sum of weights, after the holdout is set aside.
+    public var weight: Double
+    public init(name: String, weight: Double) { self.name = name; self.weight = weight }
+}
+
+/// A journey's conversion goal: an event (type, attribute filter and for keyed journeys by default
+/// the same key) within `window` of the instance's entry. Each instance converts at most once; the
+/// conversion is attributed to the instance, its arm and the last message decided before it, and is
+/// counted for holdout instances too (that is what makes the holdout comparison possible).
+public struct ConversionGoal: Sendable, Hashable {
+    public var event: EventMatcher
+    /// Counted from the instance's entry, so every arm (and the holdout, which gets no message) is
+    /// measured over the same span.
+    public var window: TimeSpan
+    public init(event: EventMatcher, window: TimeSpan) { self.event = event; self.window = window }
+}
+
+/// What a step does differently for one experiment arm. Unset fields keep the step's own value.
+public struct StepVariant: Sendable, Hashable {
+    /// Send steps: another template.
+    public var template: String?
+    /// Send steps: another channel order.
+    public var channels: [Channel]?
+    /// Send steps: another priority.
+    public var priority: Int?
+    /// `wait` steps: another duration; `wait_for` steps: another timeout.
+    public var duration: TimeSpan?
+    /// The arm skips the step (a send is not made, a wait does not wait).
+    public var skip: Bool
+
+    public init(template: String? = nil, channels: [Channel]? = nil, priority: Int? = nil, duration: TimeSpan? = nil, skip: Bool = false) {
+        self.template = template; self.channels = channels; self.priority = priority; self.duration = duration; self.skip = skip
     }
 }
 
@@ -81,7 +151,11 @@ public struct Step: Sendable, Hashable {
     /// Unique within the journey.
     public var id: String
     public var action: StepAction
-    public init(id: String, action: StepAction) { self.id = id; self.action = action }
+    /// Per experiment arm (by name): how the step differs. Arms not listed run it as written.
+    public var variants: [String: StepVariant]
+    public init(id: String, action: StepAction, variants: [String: StepVariant] = [:]) {
+        self.id = id; self.action = action; self.variants = variants
+    }
 }
 
 /// Where to continue after a step.
@@ -159,11 +233,14 @@ public enum Field: Sendable, Hashable, CustomStringConvertible {
     case event(String)
     /// A profile attribute, or the pseudo-attributes `timezone` and `locale`.
     case profile(String)
+    /// A property of the journey instance: `arm` (the experiment arm, `holdout` or `global_control`).
+    case journey(String)
 
     public var description: String {
         switch self {
         case .event(let n): "event.\(n)"
         case .profile(let n): "profile.\(n)"
+        case .journey(let n): "journey.\(n)"
         }
     }
 }

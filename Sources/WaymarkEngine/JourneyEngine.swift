@@ -53,6 +53,9 @@ public struct JourneyEngine: Sendable {
         var interest: [String: [Int]] = [:]
         for (n, j) in journeys.enumerated() {
             if index[j.name] != nil { throw EngineConfigError(journey: j.name, message: "defined twice") }
+            if let x = j.experiment, journeys[..<n].contains(where: { $0.experiment?.name == x.name }) {
+                throw EngineConfigError(journey: j.name, message: "experiment '\(x.name)' is also run by another journey")
+            }
             index[j.name] = n
             let cj = try CompiledJourney(j)
             compiled.append(cj)
@@ -68,6 +71,8 @@ public struct JourneyEngine: Sendable {
                 throw EngineConfigError(journey: nil, message: "cap '\(c.name)' names unknown journey '\(j)'")
             }
         }
+        let gc = rules.experiments.globalControlPercent
+        if !(gc >= 0 && gc < 50) { throw EngineConfigError(journey: nil, message: "global control group must be at least 0 % and below 50 %") }
         if rules.quietHours.spread.milliseconds < 0 { throw EngineConfigError(journey: nil, message: "spread must not be negative") }
         self.journeys = journeys
         self.rules = rules
@@ -203,6 +208,39 @@ struct CompiledJourney: Sendable {
         }
         for x in j.exits { types.append(x.on.type) }
         if let k = j.key, k.isEmpty { throw fail("key must not be empty") }
+        if let x = j.experiment {
+            if x.name.isEmpty { throw fail("experiment needs a name") }
+            if x.arms.count < 2 { throw fail("experiment '\(x.name)' needs at least two arms") }
+            var names = Set<String>()
+            for a in x.arms {
+                if a.name.isEmpty || a.name == Experiment.holdoutArm || a.name == Experiment.globalControlArm
+                    || a.name.unicodeScalars.contains(where: { $0.value < 32 }) {
+                    throw fail("experiment '\(x.name)': invalid arm name '\(a.name)'")
+                }
+                if !names.insert(a.name).inserted { throw fail("experiment '\(x.name)': arm '\(a.name)' defined twice") }
+                if !(a.weight > 0) || !a.weight.isFinite { throw fail("experiment '\(x.name)': arm '\(a.name)' needs a positive weight") }
+            }
+            if !(x.holdoutPercent >= 0 && x.holdoutPercent < 50) {
+                throw fail("experiment '\(x.name)': holdout must be at least 0 % and below 50 %")
+            }
+            for s in j.stages {
+                for st in s.steps {
+                    for arm in st.variants.keys.sorted() where !names.contains(arm) {
+                        throw fail("step '\(st.id)' has a variant for unknown arm '\(arm)' (arms: \(x.arms.map(\.name).joined(separator: ", ")))")
+                    }
+                }
+            }
+        } else {
+            for s in j.stages {
+                for st in s.steps where !st.variants.isEmpty {
+                    throw fail("step '\(st.id)' has variants but the journey has no experiment")
+                }
+            }
+        }
+        if let g = j.goal {
+            if g.window.milliseconds <= 0 { throw fail("goal needs a positive window") }
+            types.append(g.event.type)
+        }
         self.def = j
         self.stageIndex = stageIndex
         self.stepLocation = stepLocation
@@ -349,6 +387,7 @@ struct Run {
         guard let interested = engine.interest[e.type] else { return }
         for j in interested {
             let cj = engine.compiled[j]
+            if cj.def.goal != nil && !state.conversions.isEmpty { checkGoal(cj, e) }
             let count = state.instances.count
             for i in 0..<count where state.instances[i].journey == cj.def.name && state.instances[i].step != Run.deadMarker {
                 handleInstance(i, cj, e)
@@ -410,6 +449,7 @@ struct Run {
         let inst = state.instances[i]
         for x in cj.def.exits where matches(x.on, e, inst, cj) {
             state.instances[i].causedBy = e.eventID
+            if x.converted && cj.def.goal == nil { convert(cj, key: inst.key, rule: "exit:\(e.type)", causedBy: e.eventID) }
             endInstance(i, cj, reason: x.converted ? .journeyConverted : .journeyExited, rule: "exit:\(e.type)")
             return
         }
@@ -447,10 +487,12 @@ struct Run {
             if clock < ended.endedAt.adding(cooldown) { return }
         }
         if active >= rules.maxInstancesPerCustomer { return }
+        let arm = assignArm(cj, key: key)
         let inst = JourneyInstance(journey: name, version: cj.def.version, key: key, enteredAt: clock,
                                    stage: cj.def.stages[0].name, stageEnteredAt: clock, stagesReached: [], step: "",
-                                   wakeAt: nil, causedBy: e.eventID, sendSequence: 0, context: [])
+                                   wakeAt: nil, causedBy: e.eventID, sendSequence: 0, context: [], arm: arm)
         state.instances.append(inst)
+        openConversionWindow(cj, key: key, arm: arm)
         let i = state.instances.count - 1
         merge(e, into: i)
         decisions.append(lifecycle(.journeyEntered, rule: "entry:\(e.type)", state.instances[i], stage: nil))
@@ -500,20 +542,23 @@ struct Run {
             if budget < 0 { endInstance(i, cj, reason: .journeyExited, rule: "loop_guard:64_steps_without_wait"); return }
             let step = steps[pos]
             state.instances[i].step = step.id
+            let variant = step.variants.isEmpty ? nil : step.variants[state.instances[i].arm]
+            if variant?.skip == true { pos += 1; continue }
             switch step.action {
             case .send(let s):
-                enqueue(i, cj, step.id, s)
+                enqueue(i, cj, step.id, s, variant: variant)
                 pos += 1
             case .wait(let d):
-                state.instances[i].wakeAt = base.adding(d)
+                state.instances[i].wakeAt = base.adding(variant?.duration ?? d)
                 return
             case .waitForEvent(let w):
-                state.instances[i].wakeAt = base.adding(w.timeout)
+                state.instances[i].wakeAt = base.adding(variant?.duration ?? w.timeout)
                 return
             case .branch(let cases, let otherwise):
                 var target = otherwise
                 let ctx = state.instances[i].context
-                for c in cases where eval(c.condition, event: nil, context: ctx) { target = c.target; break }
+                let arm = state.instances[i].arm
+                for c in cases where eval(c.condition, event: nil, context: ctx, arm: arm) { target = c.target; break }
                 switch target {
                 case .next: pos += 1
                 case .step(let id): pos = cj.stepLocation[id]?.index ?? Int.max
@@ -555,6 +600,7 @@ struct Run {
         default: bump(inst.journey, "", .exited)
         }
         if reason != .journeyCompleted { cancelDeferred(of: inst, rule: rule) }
+        if cj?.def.goal == nil { state.conversions.removeAll { $0.journey == inst.journey && $0.key == inst.key } }
         if cj?.def.reentryCooldown != .zero {
             state.ended.removeAll { $0.journey == inst.journey && $0.key == inst.key }
             state.ended.append(EndedInstance(journey: inst.journey, key: inst.key, endedAt: clock))
@@ -591,17 +637,34 @@ struct Run {
                 decisions.append(Decision(reason: .cancelledJourneyExit, rule: rule, customerID: customerID, journey: n.journey,
                                           journeyVersion: n.version, instanceKey: n.key.isEmpty ? nil : n.key,
                                           stage: n.stage.isEmpty ? nil : n.stage, step: n.step, messageID: n.messageID,
-                                          priority: n.priority, decidedAt: clock, causedBy: n.causedBy))
+                                          priority: n.priority, decidedAt: clock, causedBy: n.causedBy,
+                                          arm: n.arm.isEmpty ? nil : n.arm))
             } else { keptCandidates.append(c) }
         }
         candidates = keptCandidates
     }
 
-    mutating func enqueue(_ i: Int, _ cj: CompiledJourney, _ stepID: String, _ s: SendStep) {
+    mutating func enqueue(_ i: Int, _ cj: CompiledJourney, _ stepID: String, _ step: SendStep, variant: StepVariant?) {
+        var s = step
+        if let v = variant {
+            if let t = v.template { s.template = t }
+            if let c = v.channels { s.channels = c }
+            if let p = v.priority { s.priority = p }
+        }
         let inst = state.instances[i]
         let id = MessageID(journey: inst.journey, version: inst.version, customerID: customerID, step: stepID,
                            causedBy: inst.causedBy, instanceKey: inst.key, sequence: inst.sendSequence)
         state.instances[i].sendSequence += 1
+        if !s.transactional && (inst.arm == Experiment.holdoutArm || inst.arm == Experiment.globalControlArm) {
+            let rule = inst.arm == Experiment.holdoutArm
+                ? "experiment:\(cj.def.experiment?.name ?? cj.def.name):holdout" : "experiment:global_control"
+            let stageName = cj.def.stages.count == 1 && cj.def.stages[0].name == "main" ? nil : inst.stage
+            decisions.append(Decision(reason: .suppressedHoldout, rule: rule, customerID: customerID, journey: inst.journey,
+                                      journeyVersion: inst.version, instanceKey: inst.key.isEmpty ? nil : inst.key,
+                                      stage: stageName, step: stepID, messageID: id, priority: s.priority, decidedAt: clock,
+                                      causedBy: inst.causedBy, detail: "template \(s.template)", arm: inst.arm))
+            return
+        }
         var vars: [String: AttributeValue] = [:]
         if let names = s.variables {
             for n in names {
@@ -624,10 +687,68 @@ struct Run {
             messageID: id, journey: inst.journey, version: inst.version, key: inst.key, stage: stageName, step: stepID,
             template: s.template, priority: s.priority, transactional: s.transactional, channels: s.channels,
             causedBy: inst.causedBy, variables: vars, createdAt: clock, expiresAt: base.adding(ttl),
-            expiryRule: "expiry:\(ttl)", mayAwaitProfile: true))))
+            expiryRule: "expiry:\(ttl)", mayAwaitProfile: true, arm: inst.arm))))
     }
 
     mutating func nextSeq() -> Int { seq += 1; return seq }
+
+    // MARK: Experiments and conversions
+
+    /// The arm of a new instance: the global control group first, then the arm kept in state for
+    /// this experiment and key (so a weight change re-assigns nobody), then a fresh draw. A kept arm
+    /// the experiment no longer has (removed arm, holdout set to 0) is drawn again.
+    mutating func assignArm(_ cj: CompiledJourney, key: String) -> String {
+        if Assignment.inGlobalControl(rules.experiments, customerID: customerID) { return Experiment.globalControlArm }
+        guard let x = cj.def.experiment else { return "" }
+        if let r = state.arms.lastIndex(where: { $0.experiment == x.name && $0.key == key }) {
+            let kept = state.arms[r].arm
+            if x.arms.contains(where: { $0.name == kept }) || (kept == Experiment.holdoutArm && x.holdoutPercent > 0) {
+                state.arms[r].at = clock
+                return kept
+            }
+            state.arms.remove(at: r)
+        }
+        let arm = Assignment.arm(in: x, customerID: customerID, key: key)
+        state.arms.append(ArmRecord(experiment: x.name, key: key, arm: arm, at: clock))
+        if state.arms.count > ArmRecord.limit { state.arms.removeFirst(state.arms.count - ArmRecord.limit) }
+        return arm
+    }
+
+    /// Opens the instance's conversion window: until the goal's window has passed since entry (in
+    /// event time), or for journeys without a goal until the instance ends.
+    mutating func openConversionWindow(_ cj: CompiledJourney, key: String, arm: String) {
+        guard cj.def.goal != nil || cj.def.exits.contains(where: \.converted) else { return }
+        let closes = cj.def.goal.map { base.adding($0.window) } ?? Timestamp(milliseconds: Int64.max / 4)
+        state.conversions.removeAll { $0.journey == cj.def.name && $0.key == key }
+        state.conversions.append(OpenConversion(journey: cj.def.name, version: cj.def.version, key: key, arm: arm,
+                                                enteredAt: base, closesAt: closes))
+        if state.conversions.count > OpenConversion.limit { state.conversions.removeFirst(state.conversions.count - OpenConversion.limit) }
+    }
+
+    /// A goal event converts every open window of the journey it matches (same key for keyed
+    /// journeys unless the goal says otherwise), once each, if it happened (event time) inside it.
+    mutating func checkGoal(_ cj: CompiledJourney, _ e: Touchpoint) {
+        guard let goal = cj.def.goal, goal.event.type == e.type, eval(goal.event.filter, event: e.attributes, context: nil) else { return }
+        let keys = state.conversions.filter { w in
+            guard w.journey == cj.def.name, base >= w.enteredAt, base < w.closesAt else { return false }
+            if goal.event.sameKey, let k = cj.def.key { return e.attributes[k]?.keyString == w.key }
+            return true
+        }.map(\.key)
+        for key in keys { convert(cj, key: key, rule: "goal:\(e.type)", causedBy: e.eventID) }
+    }
+
+    /// Records the conversion of the window (journey, key), attributed to its arm and last message.
+    mutating func convert(_ cj: CompiledJourney, key: String, rule: String, causedBy: String) {
+        guard let w = state.conversions.firstIndex(where: { $0.journey == cj.def.name && $0.key == key }) else { return }
+        let c = state.conversions.remove(at: w)
+        let stage = state.instances.first { $0.journey == c.journey && $0.key == key && $0.step != Run.deadMarker }?.stage
+        let single = cj.def.stages.count == 1 && cj.def.stages[0].name == "main"
+        decisions.append(Decision(reason: .converted, rule: rule, customerID: customerID, journey: c.journey, journeyVersion: c.version,
+                                  instanceKey: key.isEmpty ? nil : key, stage: single ? nil : stage,
+                                  step: c.lastMessage == nil ? nil : c.lastStep, channel: c.lastChannel, messageID: c.lastMessage,
+                                  decidedAt: clock, causedBy: causedBy, arm: c.arm.isEmpty ? nil : c.arm,
+                                  elapsedMilliseconds: max(0, base.milliseconds - c.enteredAt.milliseconds)))
+    }
 
     mutating func bump(_ journey: String, _ stage: String, _ kind: FunnelCounter.Kind) {
         if let idx = state.counters.firstIndex(where: { $0.journey == journey && $0.stage == stage && $0.kind == kind }) {
@@ -645,7 +766,7 @@ struct Run {
     func lifecycle(_ reason: DecisionReason, rule: String, _ inst: JourneyInstance, stage: String?) -> Decision {
         Decision(reason: reason, rule: rule, customerID: customerID, journey: inst.journey, journeyVersion: inst.version,
                  instanceKey: inst.key.isEmpty ? nil : inst.key, stage: stage, step: nil, decidedAt: clock,
-                 causedBy: inst.causedBy)
+                 causedBy: inst.causedBy, arm: inst.arm.isEmpty ? nil : inst.arm)
     }
 
     func messageDecision(_ reason: DecisionReason, rule: String, _ m: OutboundMessage, key: String,
@@ -655,7 +776,7 @@ struct Run {
                  channel: channel ?? m.channel, messageID: m.messageID, priority: m.priority, decidedAt: clock,
                  sendAfter: reason == .sent || reason == .fallbackChannel || reason == .deferredQuietHours
                      || reason == .deferredAwaitingProfile ? m.sendAfter : nil,
-                 expiresAt: m.expiresAt, causedBy: m.causedBy, skipped: skipped, detail: detail)
+                 expiresAt: m.expiresAt, causedBy: m.causedBy, skipped: skipped, detail: detail, arm: m.arm.isEmpty ? nil : m.arm)
     }
 
     // MARK: Conditions
@@ -670,11 +791,12 @@ struct Run {
         }
     }
 
-    func eval(_ c: Condition, event: [String: AttributeValue]?, context: [ContextField]?) -> Bool {
+    func eval(_ c: Condition, event: [String: AttributeValue]?, context: [ContextField]?, arm: String = "") -> Bool {
         for clause in c.clauses {
             let v: AttributeValue?
             switch clause.field {
             case .profile(let n): v = profileValue(n)
+            case .journey(let n): v = n == "arm" && !arm.isEmpty ? .string(arm) : nil
             case .event(let n):
                 if let event { v = event[n] }
                 else if let context { v = context.first(where: { $0.name == n })?.value }
@@ -719,6 +841,14 @@ struct Run {
         let horizon = now - engine.maxCapWindow
         state.capHistory.removeAll { $0.at.milliseconds <= horizon }
         let memory = rules.endedInstanceMemory.milliseconds
+        // Windows stay a little past their end: a goal event still in a backlog counts in event time.
+        if !state.conversions.isEmpty { state.conversions.removeAll { now - $0.closesAt.milliseconds > d.maxAge.milliseconds } }
+        if !state.arms.isEmpty {
+            let live = state.instances
+            state.arms.removeAll { r in
+                !r.key.isEmpty && now - r.at.milliseconds > memory && !live.contains { $0.key == r.key && !$0.arm.isEmpty }
+            }
+        }
         state.ended.removeAll { e in
             let age = now - e.endedAt.milliseconds
             if age > memory { return true }

@@ -34,17 +34,19 @@ public struct OutboundMessage: Sendable, Hashable {
     /// Remaining channels (in order) that passed consent and contact checks at decision time, for
     /// the sender's fallback after a permanent provider failure.
     public var fallbackChannels: [Channel]
+    /// The instance's experiment arm (empty when its journey runs no experiment).
+    public var arm: String
 
     public init(messageID: MessageID, customerID: String, channel: Channel, journey: String, journeyVersion: Int,
                 stage: String, step: String, template: String, priority: Int, transactional: Bool,
                 createdAt: Timestamp, sendAfter: Timestamp, expiresAt: Timestamp, causedBy: String,
-                locale: String?, variables: [String: AttributeValue], fallbackChannels: [Channel]) {
+                locale: String?, variables: [String: AttributeValue], fallbackChannels: [Channel], arm: String = "") {
         self.messageID = messageID; self.customerID = customerID; self.channel = channel
         self.journey = journey; self.journeyVersion = journeyVersion; self.stage = stage; self.step = step
         self.template = template; self.priority = priority; self.transactional = transactional
         self.createdAt = createdAt; self.sendAfter = sendAfter; self.expiresAt = expiresAt
         self.causedBy = causedBy; self.locale = locale; self.variables = variables
-        self.fallbackChannels = fallbackChannels
+        self.fallbackChannels = fallbackChannels; self.arm = arm
     }
 }
 
@@ -68,6 +70,9 @@ public enum DecisionReason: String, Sendable, Hashable, CaseIterable {
     case suppressedExpired = "suppressed_expired"
     /// A deferred message dropped because its journey instance exited (e.g. the cart was bought).
     case cancelledJourneyExit = "cancelled_journey_exit"
+    /// Not sent because the instance is in the experiment's holdout or the global control group
+    /// (rule `experiment:<name>:holdout` or `experiment:global_control`); counted as an exposure.
+    case suppressedHoldout = "suppressed_holdout"
     // Journey lifecycle (for funnels and "why" questions).
     case journeyEntered = "journey_entered"
     case stageReached = "stage_reached"
@@ -77,11 +82,15 @@ public enum DecisionReason: String, Sendable, Hashable, CaseIterable {
     case journeyExited = "journey_exited"
     /// The instance ran out of steps with no way to leave its stage.
     case journeyCompleted = "journey_completed"
+    /// The journey's conversion goal was reached within its window: attributed to the instance, its
+    /// arm and the last message decided before it (`message_id`, `step`, `channel`; null when the
+    /// instance got none). `elapsed_ms` is the time since entry.
+    case converted = "converted"
 
     /// Whether this decision is about a message (as opposed to the journey lifecycle).
     public var isMessageOutcome: Bool {
         switch self {
-        case .journeyEntered, .stageReached, .journeyConverted, .journeyExited, .journeyCompleted: false
+        case .journeyEntered, .stageReached, .journeyConverted, .journeyExited, .journeyCompleted, .converted: false
         default: true
         }
     }
@@ -123,16 +132,20 @@ public struct Decision: Sendable, Hashable {
     public var skipped: [ChannelRejection]
     /// Extra explanation (e.g. which message displaced this one).
     public var detail: String?
+    /// The instance's experiment arm (nil when its journey runs no experiment).
+    public var arm: String?
+    /// ``DecisionReason/converted``: milliseconds from the instance's entry to the conversion.
+    public var elapsedMilliseconds: Int64?
 
     public init(reason: DecisionReason, rule: String, customerID: String, journey: String? = nil,
                 journeyVersion: Int? = nil, instanceKey: String? = nil, stage: String? = nil, step: String? = nil,
                 channel: Channel? = nil, messageID: MessageID? = nil, priority: Int? = nil, decidedAt: Timestamp,
                 sendAfter: Timestamp? = nil, expiresAt: Timestamp? = nil, causedBy: String? = nil,
-                skipped: [ChannelRejection] = [], detail: String? = nil) {
+                skipped: [ChannelRejection] = [], detail: String? = nil, arm: String? = nil, elapsedMilliseconds: Int64? = nil) {
         self.reason = reason; self.rule = rule; self.customerID = customerID; self.journey = journey
         self.journeyVersion = journeyVersion; self.instanceKey = instanceKey; self.stage = stage; self.step = step
         self.channel = channel; self.messageID = messageID; self.priority = priority; self.decidedAt = decidedAt
         self.sendAfter = sendAfter; self.expiresAt = expiresAt; self.causedBy = causedBy
-        self.skipped = skipped; self.detail = detail
+        self.skipped = skipped; self.detail = detail; self.arm = arm; self.elapsedMilliseconds = elapsedMilliseconds
     }
 }

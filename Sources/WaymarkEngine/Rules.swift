@@ -16,16 +16,31 @@ public struct Rules: Sendable, Hashable {
     public var maxInstancesPerCustomer: Int
     /// How long ended instances are remembered for re-entry cooldowns (and "never re-enter").
     public var endedInstanceMemory: TimeSpan
+    /// The global control group across journeys.
+    public var experiments: ExperimentRules
 
     public init(defaultTimezone: String = "UTC", quietHours: QuietHoursRules = QuietHoursRules(),
                 frequencyCaps: [FrequencyCap] = [], capsExemptTransactional: Bool = true,
                 consent: ConsentRules = ConsentRules(), defaultExpiry: TimeSpan = .hours(48),
                 channelOrder: ChannelOrder = .customerPreference, dedup: DedupRules = DedupRules(),
-                maxInstancesPerCustomer: Int = 32, endedInstanceMemory: TimeSpan = .days(90)) {
+                maxInstancesPerCustomer: Int = 32, endedInstanceMemory: TimeSpan = .days(90),
+                experiments: ExperimentRules = ExperimentRules()) {
         self.defaultTimezone = defaultTimezone; self.quietHours = quietHours; self.frequencyCaps = frequencyCaps
         self.capsExemptTransactional = capsExemptTransactional; self.consent = consent
         self.defaultExpiry = defaultExpiry; self.channelOrder = channelOrder; self.dedup = dedup
         self.maxInstancesPerCustomer = maxInstancesPerCustomer; self.endedInstanceMemory = endedInstanceMemory
+        self.experiments = experiments
+    }
+}
+
+/// A global control group: a stable share of customers (by a hash of the salt and the customer id)
+/// that every journey tracks under the arm `global_control` and sends no non-transactional message,
+/// to measure what all journeys together add. 0 % (the default) turns it off.
+public struct ExperimentRules: Sendable, Hashable {
+    public var globalControlPercent: Double
+    public var globalControlSalt: String
+    public init(globalControlPercent: Double = 0, globalControlSalt: String = "waymark-global-control") {
+        self.globalControlPercent = globalControlPercent; self.globalControlSalt = globalControlSalt
     }
 }
 

@@ -1,24 +1,31 @@
 /// Binary encoding of ``CustomerState`` (one Redis value per customer).
 ///
-/// Layout (format version 2; version 1, without the `hold` byte, is still read), all integers LEB128 varints unless noted, signed ones zigzag-encoded:
+/// Layout (format version 3; versions 1 (without the `hold` byte) and 2 (without arms and
+/// conversion windows) are still read), all integers LEB128 varints unless noted, signed ones zigzag-encoded:
 /// ```
-/// "WM" 0x02                      magic + format version
+/// "WM" 0x03                      magic + format version
 /// clock                          zigzag ms since epoch
 /// instances:   count, then per instance: journey, version, key, enteredAt, stage, stageEnteredAt,
-///              visits(count, stage, at)*, step, wakeAt?(flag + ts), causedBy, sendSequence, context(count, name, value)*
+///              visits(count, stage, at)*, step, wakeAt?(flag + ts), causedBy, sendSequence, context(count, name, value)*, arm
 /// ended:       count, (journey, key, endedAt)*
 /// recentEvents: count, (fingerprint u64 LE, at)*
 /// capHistory:  count, (at, channel u8, journey, flags u8, messageID u64 LE)*
 /// deferred:    count, (message, instanceKey, rule, hold u8)*
 /// counters:    count, (journey, stage, kind u8, count)*
+/// arms:        count, (experiment, key, arm, at)*
+/// conversions: count, (journey, version, key, arm, enteredAt, closesAt, lastMessage?(flag + u64 LE), lastStep,
+///              lastChannel u8 (0 none, else code + 1))*
 /// ```
+/// A message is `messageID u64 LE, customer, channel u8, journey, version, stage, step, template,
+/// priority, transactional u8, createdAt, sendAfter, expiresAt, causedBy, locale?(flag + string),
+/// variables, fallback(count, channel u8)*, arm`.
 /// Strings are `count` + UTF-8 bytes. Every timestamp after `clock` is a zigzag delta from `clock`
 /// (small numbers, 1–5 bytes). Attribute values are tagged (0 null, 1 false, 2 true, 3 double u64 LE,
 /// 4 string, 5 array, 6 object with keys sorted by UTF-8 bytes), so equal states encode to equal bytes.
 /// Decoding rejects unknown versions, truncation, trailing bytes and nesting deeper than 32.
 extension CustomerState {
     /// Current binary format version.
-    public static let formatVersion: UInt8 = 2
+    public static let formatVersion: UInt8 = 3
 
     /// Compact binary form for storage.
     public func encoded() -> [UInt8] {
@@ -37,6 +44,7 @@ extension CustomerState {
             w.string(i.causedBy); w.varint(UInt64(i.sendSequence))
             w.varint(UInt64(i.context.count))
             for f in i.context { w.string(f.name); w.value(f.value, depth: 0) }
+            w.string(i.arm)
         }
         w.varint(UInt64(ended.count))
         for e in ended { w.string(e.journey); w.string(e.key); w.time(e.endedAt, base) }
@@ -50,6 +58,15 @@ extension CustomerState {
         for d in deferred { w.message(d.message, base); w.string(d.instanceKey); w.string(d.rule); w.u8(d.hold.rawValue) }
         w.varint(UInt64(counters.count))
         for c in counters { w.string(c.journey); w.string(c.stage); w.u8(c.kind.rawValue); w.varint(UInt64(c.count)) }
+        w.varint(UInt64(arms.count))
+        for a in arms { w.string(a.experiment); w.string(a.key); w.string(a.arm); w.time(a.at, base) }
+        w.varint(UInt64(conversions.count))
+        for c in conversions {
+            w.string(c.journey); w.zigzag(Int64(c.version)); w.string(c.key); w.string(c.arm)
+            w.time(c.enteredAt, base); w.time(c.closesAt, base)
+            if let m = c.lastMessage { w.u8(1); w.u64(m.raw) } else { w.u8(0) }
+            w.string(c.lastStep); w.u8(c.lastChannel.map { $0.code &+ 1 } ?? 0)
+        }
         return w.bytes
     }
 
@@ -112,6 +129,7 @@ struct ByteWriter {
         if let l = m.locale { u8(1); string(l) } else { u8(0) }
         object(m.variables, depth: 0)
         varint(UInt64(m.fallbackChannels.count)); for c in m.fallbackChannels { u8(c.code) }
+        string(m.arm)
     }
 }
 
@@ -119,6 +137,8 @@ struct ByteReader {
     let buf: UnsafeBufferPointer<UInt8>
     var pos = 0
     var base: Int64 = 0
+    /// Format version being read.
+    var version: UInt8 = CustomerState.formatVersion
     init(_ buf: UnsafeBufferPointer<UInt8>) { self.buf = buf }
 
     func fail(_ reason: String) -> StateDecodingError { StateDecodingError(reason: reason, offset: pos) }
@@ -212,17 +232,19 @@ struct ByteReader {
         let nf = try count("fallback")
         var fallback: [Channel] = []
         for _ in 0..<nf { fallback.append(try channel()) }
+        let arm = self.version >= 3 ? try string() : ""
         return OutboundMessage(messageID: id, customerID: customer, channel: ch, journey: journey, journeyVersion: version,
                                stage: stage, step: step, template: template, priority: priority, transactional: transactional,
                                createdAt: created, sendAfter: after, expiresAt: expires, causedBy: cause, locale: locale,
-                               variables: vars, fallbackChannels: fallback)
+                               variables: vars, fallbackChannels: fallback, arm: arm)
     }
 
     mutating func state() throws(StateDecodingError) -> CustomerState {
         guard buf.count >= 3, buf[0] == 0x57, buf[1] == 0x4D else { throw fail("not a Waymark customer state (bad magic)") }
         pos = 2
         let version = try u8()
-        guard version == 1 || version == CustomerState.formatVersion else { throw fail("unsupported state format version \(version)") }
+        guard version >= 1 && version <= CustomerState.formatVersion else { throw fail("unsupported state format version \(version)") }
+        self.version = version
         var s = CustomerState()
         s.clock = Timestamp(milliseconds: try zigzag())
         base = s.clock.milliseconds
@@ -244,9 +266,10 @@ struct ByteReader {
             var ctx: [ContextField] = []
             ctx.reserveCapacity(nc)
             for _ in 0..<nc { ctx.append(ContextField(name: try string(), value: try value(depth: 0))) }
+            let arm = self.version >= 3 ? try string() : ""
             s.instances.append(JourneyInstance(journey: journey, version: version, key: key, enteredAt: entered, stage: stage,
                                                stageEnteredAt: stageAt, stagesReached: visits, step: step, wakeAt: wake,
-                                               causedBy: cause, sendSequence: Int(seqRaw), context: ctx))
+                                               causedBy: cause, sendSequence: Int(seqRaw), context: ctx, arm: arm))
         }
         let ne = try count("ended")
         for _ in 0..<ne { s.ended.append(EndedInstance(journey: try string(), key: try string(), endedAt: try time())) }
@@ -278,6 +301,27 @@ struct ByteReader {
             let c = try varint()
             guard c <= UInt64(UInt32.max) else { throw fail("counter out of range") }
             s.counters.append(FunnelCounter(journey: journey, stage: stage, kind: kind, count: UInt32(c)))
+        }
+        if version >= 3 {
+            let na = try count("arms")
+            for _ in 0..<na {
+                s.arms.append(ArmRecord(experiment: try string(), key: try string(), arm: try string(), at: try time()))
+            }
+            let nw = try count("conversions")
+            for _ in 0..<nw {
+                let journey = try string(); let v = try int(); let key = try string(); let arm = try string()
+                let entered = try time(); let closes = try time()
+                let last: MessageID? = try u8() != 0 ? MessageID(raw: try u64()) : nil
+                let step = try string()
+                let code = try u8()
+                var channel: Channel? = nil
+                if code != 0 {
+                    guard let c = Channel(code: code &- 1) else { throw fail("unknown channel code \(code &- 1)") }
+                    channel = c
+                }
+                s.conversions.append(OpenConversion(journey: journey, version: v, key: key, arm: arm, enteredAt: entered,
+                                                    closesAt: closes, lastMessage: last, lastStep: step, lastChannel: channel))
+            }
         }
         guard pos == buf.count else { throw fail("\(buf.count - pos) trailing bytes") }
         return s

@@ -71,6 +71,11 @@ public struct KeySpace: Sendable, Hashable {
     /// Set of the address digests (``addressIndex(_:)``) the sender recorded for this customer, so
     /// erasure can remove them.
     public func addressDigests(_ customer: String) -> String { "\(prefix):\(tag(shard(of: customer))):ad:\(customer)" }
+    /// Hash of one journey's KPI counters for one hour (`hour` = ms since the epoch / 3,600,000):
+    /// field `metric␟stage␟step␟channel␟arm` → count (see `KPICell`), plus `@<topic/partition>` →
+    /// the last offset applied from that input partition. One hash tag per journey, so a range read
+    /// goes to one node.
+    public func kpis(journey: String, hour: Int64) -> String { "\(prefix):kpi:{\(journey)}:\(hour)" }
     /// String: the holder of the rebuild fence (see ``Fence``), with an expiry.
     public var fence: String { "\(prefix):fence" }
     /// Hash of the checkpoint of rebuild `id`: `offsets` (end-offset snapshot) and `done` (customers finished).

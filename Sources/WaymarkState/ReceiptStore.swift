@@ -14,19 +14,22 @@ public struct ReceiptContext: Sendable, Hashable {
     /// Where the sender read the message (`topic/partition/offset`), kept when it has fallback
     /// channels: a failure the provider reports later re-reads it from there to fall back. Empty: none.
     public var origin: String
+    /// The message's experiment arm (empty: none), so receipts count per arm.
+    public var arm: String
 
-    public init(customer: String, channel: String, journey: String, step: String, template: String, provider: String, origin: String = "") {
+    public init(customer: String, channel: String, journey: String, step: String, template: String, provider: String, origin: String = "",
+                arm: String = "") {
         self.customer = customer; self.channel = channel; self.journey = journey; self.step = step
-        self.template = template; self.provider = provider; self.origin = origin
+        self.template = template; self.provider = provider; self.origin = origin; self.arm = arm
     }
 
-    public var encoded: String { [customer, channel, journey, step, template, provider, origin].joined(separator: "\n") }
+    public var encoded: String { [customer, channel, journey, step, template, provider, origin, arm].joined(separator: "\n") }
 
     public init?(decoding text: String) {
         let parts = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 6 || parts.count == 7 else { return nil }
+        guard parts.count >= 6 && parts.count <= 8 else { return nil }
         self.init(customer: parts[0], channel: parts[1], journey: parts[2], step: parts[3], template: parts[4], provider: parts[5],
-                  origin: parts.count == 7 ? parts[6] : "")
+                  origin: parts.count >= 7 ? parts[6] : "", arm: parts.count == 8 ? parts[7] : "")
     }
 }
 

@@ -35,7 +35,8 @@ extension RecordParser {
             instanceKey: string("instance_key"), stage: string("stage"), step: string("step"),
             channel: string("channel").flatMap(Channel.init(rawValue:)), messageID: string("message_id").flatMap(MessageID.init),
             priority: int("priority"), decidedAt: decidedAt, sendAfter: time("send_after"), expiresAt: time("expires_at"),
-            causedBy: string("caused_by"), skipped: skipped, detail: string("detail")))
+            causedBy: string("caused_by"), skipped: skipped, detail: string("detail"), arm: string("arm"),
+            elapsedMilliseconds: int("elapsed_ms").map(Int64.init)))
     }
 }
 

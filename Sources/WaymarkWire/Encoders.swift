@@ -9,6 +9,7 @@ extension OutboundMessage {
     public func jsonBytes() -> [UInt8] {
         var w = JSONWriter(capacity: 384)
         w.beginObject()
+        if !arm.isEmpty { w.key("arm"); w.string(arm) }
         w.key("caused_by"); w.string(causedBy)
         w.key("channel"); w.string(channel.rawValue)
         w.key("created_at"); w.timestamp(createdAt)
@@ -37,11 +38,13 @@ extension Decision {
     public func jsonBytes() -> [UInt8] {
         var w = JSONWriter(capacity: 384)
         w.beginObject()
+        w.key("arm"); w.optionalString(arm)
         w.key("caused_by"); w.optionalString(causedBy)
         w.key("channel"); w.optionalString(channel?.rawValue)
         w.key("customer_id"); w.string(customerID)
         w.key("decided_at"); w.timestamp(decidedAt)
         w.key("detail"); w.optionalString(detail)
+        if let elapsedMilliseconds { w.key("elapsed_ms"); w.int(elapsedMilliseconds) }
         w.key("expires_at"); w.optionalTimestamp(expiresAt)
         w.key("instance_key"); w.optionalString(instanceKey)
         w.key("journey"); w.optionalString(journey)
@@ -140,19 +143,21 @@ public struct DeliveryReceipt: Sendable, Hashable {
     public var detail: String?
     /// `waymark-sender` or `waymark-receipts`.
     public var source: String = DeliveryReceipt.source
+    /// The message's experiment arm (empty: none).
+    public var arm: String = ""
 
     public init(outcome: Outcome, messageID: String, customerID: String, channel: Channel, journey: String, step: String,
-                template: String, at: Timestamp, detail: String? = nil, source: String = DeliveryReceipt.source) {
+                template: String, at: Timestamp, detail: String? = nil, source: String = DeliveryReceipt.source, arm: String = "") {
         self.outcome = outcome; self.messageID = messageID; self.customerID = customerID; self.channel = channel
         self.journey = journey; self.step = step; self.template = template; self.at = at; self.detail = detail
-        self.source = source
+        self.source = source; self.arm = arm
     }
 
     /// The receipt for `message`.
     public init(_ outcome: Outcome, for message: OutboundMessage, at: Timestamp, detail: String? = nil) {
         self.init(outcome: outcome, messageID: message.messageID.description, customerID: message.customerID,
                   channel: message.channel, journey: message.journey, step: message.step, template: message.template,
-                  at: at, detail: detail)
+                  at: at, detail: detail, arm: message.arm)
     }
 
     /// Deterministic per message, outcome and channel, so a receipt re-published after a crash is
@@ -166,6 +171,7 @@ public struct DeliveryReceipt: Sendable, Hashable {
             "step": .string(step), "template": .string(template),
         ]
         if let detail { attributes["detail"] = .string(detail) }
+        if !arm.isEmpty { attributes["arm"] = .string(arm) }
         return Touchpoint(eventID: eventID, customerID: customerID, type: outcome.rawValue, occurredAt: at,
                           source: source, attributes: attributes)
     }
@@ -179,7 +185,7 @@ public struct DeliveryReceipt: Sendable, Hashable {
         func text(_ name: String) -> String? { if case .string(let s)? = touchpoint.attributes[name] { s } else { nil } }
         self.init(outcome: outcome, messageID: id, customerID: touchpoint.customerID, channel: channel,
                   journey: text("journey") ?? "", step: text("step") ?? "", template: text("template") ?? "",
-                  at: touchpoint.occurredAt, detail: text("detail"), source: touchpoint.source ?? Self.source)
+                  at: touchpoint.occurredAt, detail: text("detail"), source: touchpoint.source ?? Self.source, arm: text("arm") ?? "")
     }
 
     public func jsonBytes() -> [UInt8] { touchpoint.jsonBytes() }

@@ -56,6 +56,6 @@ extension RecordParser {
             messageID: id, customerID: customer, channel: channel, journey: journey, journeyVersion: int("journey_version") ?? 0,
             stage: string("stage") ?? "", step: step, template: template, priority: priority, transactional: transactional,
             createdAt: created, sendAfter: sendAfter, expiresAt: expires, causedBy: causedBy, locale: string("locale"),
-            variables: variables, fallbackChannels: fallbacks))
+            variables: variables, fallbackChannels: fallbacks, arm: string("arm") ?? ""))
     }
 }

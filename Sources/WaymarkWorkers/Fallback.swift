@@ -27,7 +27,8 @@ extension Decision {
         self.init(reason: reason, rule: rule, customerID: message.customerID, journey: message.journey,
                   journeyVersion: message.journeyVersion, stage: message.stage, step: message.step,
                   channel: message.channel, messageID: message.messageID, priority: message.priority,
-                  decidedAt: at, sendAfter: sendAfter, expiresAt: message.expiresAt, causedBy: message.causedBy, detail: detail)
+                  decidedAt: at, sendAfter: sendAfter, expiresAt: message.expiresAt, causedBy: message.causedBy, detail: detail,
+                  arm: message.arm.isEmpty ? nil : message.arm)
     }
 }
 

@@ -219,7 +219,8 @@ public final class SenderWorker: Service, Sendable {
         try await receipts.remember(candidates.map { c in
             (c.0.messageID.description, ReceiptContext(customer: c.0.customerID, channel: c.0.channel.rawValue, journey: c.0.journey,
                                                        step: c.0.step, template: c.0.template, provider: provider(c.0.channel).name,
-                                                       origin: c.0.fallbackChannels.isEmpty ? "" : origins[c.0.messageID] ?? ""),
+                                                       origin: c.0.fallbackChannels.isEmpty ? "" : origins[c.0.messageID] ?? "",
+                                                       arm: c.0.arm),
              AddressDigest.of(c.0.channel, c.2))
         })
         let claims = try await store.claim(candidates.map { ($0.0.customerID, $0.0.messageID.description, $0.0.channel.rawValue) },

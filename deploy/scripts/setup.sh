@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Waymark needs on Debian bookworm, idempotently:
-#   - bookworm packages: build tools, redis-server, OpenSSL, librdkafka's build deps;
+#   - bookworm packages: build tools, redis-server, OpenSSL, librdkafka's build deps, chromium
+#     (headless, for the HTML report tests);
 #   - librdkafka >= 2.2, built from Debian trixie's source package (bookworm's 2.0.2
 #     mis-parses KIP-482 tagged fields and cannot talk to the local broker);
 #   - hiredis >= 1.2 with TLS, built from trixie's source package (bookworm's 0.14 has no TLS);
@@ -31,7 +32,10 @@ apt_update_once() {
 
 # 1. Debian packages -----------------------------------------------------------
 PKGS=(build-essential pkgconf dpkg-dev openssl libssl-dev zlib1g-dev libzstd-dev liblz4-dev
-      libsasl2-dev libcurl4-openssl-dev redis-server python3-venv procps)
+      libsasl2-dev libcurl4-openssl-dev redis-server python3-venv procps
+      chromium)
+# chromium: headless, renders the HTML reports in the WaymarkAnalytics tests (its fontconfig
+# dependency brings a font even under --no-install-recommends).
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -147,4 +151,10 @@ else
   # PyYAML 5.3.1 first: the 5.4 source build that docker-compose would pick fails under Cython 3.
   validator compose docker-compose "PyYAML==5.3.1" "docker-compose==1.29.2"
 fi
+# scipy: the independent reference WaymarkAnalyticsTests check the report statistics against (a test
+# dependency, so not skipped with the deploy validators). The venv's python exists before pip has
+# run, so a venv whose scipy install failed is started over.
+stats_python="$ROOT/.venv-deploy/stats/bin/python"
+if [ -x "$stats_python" ] && ! "$stats_python" -c 'import scipy' 2>/dev/null; then rm -rf "$ROOT/.venv-deploy/stats"; fi
+validator stats python "scipy==${SCIPY_VERSION:-1.17.1}"
 log "ready: librdkafka $(pkg-config --modversion rdkafka), hiredis $(pkg-config --modversion hiredis), $(redis-server --version | sed "s/.*v=\([^ ]*\).*/\1/"), tansu at .venv/bin/tansu"

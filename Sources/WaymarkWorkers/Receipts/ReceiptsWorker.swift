@@ -259,7 +259,7 @@ final class ReceiptHandler: Sendable {
                     KafkaProducerRecord(topic: topic, key: Array(c.customer.utf8), value: DeliveryReceipt(
                         outcome: o, messageID: messageID, customerID: c.customer, channel: channel, journey: c.journey, step: c.step,
                         template: c.template, at: event.at ?? now, detail: o == outcome ? event.detail : "implied by \(outcome.rawValue)",
-                        source: DeliveryReceipt.receiptsSource).jsonBytes())
+                        source: DeliveryReceipt.receiptsSource, arm: c.arm).jsonBytes())
                 }
                 if outcome == .unsubscribed {
                     try await state.suppress(c.customer, channel.rawValue, at: (event.at ?? now).milliseconds)
