@@ -17,6 +17,12 @@ import WaymarkWire
 /// the journey worker never sees for its own messages in time, count in the same place; counters
 /// can be rebuilt from the topics' retention by re-reading with a fresh group; and it scales on its
 /// own. The price is a few seconds of lag behind the decisions. Exactly once per record: see ``KPIStore``.
+///
+/// A record published twice (outbox recovery after a journey-worker crash re-publishes a decision
+/// with the same `x-waymark-id`; a receipt has a deterministic event id) is counted once when both
+/// copies fall within the last ``RecentRecords/capacity`` records of their partition read by this
+/// process, which covers recovery's re-publication in practice; a copy arriving after this worker
+/// restarted in between is counted again (see the README's known limitations).
 public final class KPIWorker: Service, Sendable {
     public let environment: WorkerEnvironment
     private let client: KafkaClientConfiguration
@@ -51,6 +57,8 @@ public final class KPIWorker: Service, Sendable {
         logger.info("kpi worker running", metadata: ["kafka.group": "\(settings.kafka.kpiGroup)"])
         let recordsCounter = Counter(label: "waymark_kpi_records_total")
         let deadLetters = Counter(label: "waymark_dead_letters_total", dimensions: [("reason", RejectionReason.invalidJSON.rawValue)])
+        var recent: [String: RecentRecords] = [:]
+        let duplicates = Counter(label: "waymark_kpi_duplicates_skipped_total")
         while !control.isStopping {
             let batch = try await consumer.poll(maxRecords: settings.worker.maxBatch, timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
             if batch.isEmpty { continue }
@@ -69,6 +77,11 @@ public final class KPIWorker: Service, Sendable {
                 switch mapped {
                 case .success(let increments):
                     let partition = "\(record.topic)/\(record.partition)"
+                    if !increments.isEmpty, let id = Self.recordID(record, decisionsTopic: decisionsTopic),
+                       !recent[partition, default: RecentRecords()].firstSighting(id, offset: record.offset) {
+                        duplicates.increment()
+                        continue
+                    }
                     for i in increments {
                         byPartition[partition, default: []].append(KPIStore.Increment(journey: i.journey, hour: i.hour, field: i.cell.field,
                                                                                       offset: record.offset))
@@ -99,6 +112,17 @@ public final class KPIWorker: Service, Sendable {
         await connection.close()
     }
 
+    /// The stable id of a record: the outbox's header on decisions, the event id of a receipt.
+    static func recordID(_ record: KafkaConsumerRecord, decisionsTopic: String) -> String? {
+        if let header = record.header(recordIDHeader) { return String(decoding: header, as: UTF8.self) }
+        guard record.topic != decisionsTopic, let value = record.value else { return nil }
+        // Receipts: `"event_id":"r-…"`, deterministic per message, outcome and channel.
+        let bytes = Array(value)
+        let needle = Array(#""event_id":""#.utf8)
+        guard let start = bytes.firstRange(of: needle)?.upperBound, let end = bytes[start...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
+    }
+
     private func retrying<T>(_ what: String, _ logger: Logger, _ body: () async throws -> T) async throws -> T {
         var backoff = Duration.milliseconds(50)
         while true {
@@ -109,5 +133,29 @@ public final class KPIWorker: Service, Sendable {
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
+    }
+}
+
+/// The ids of the last records read from one partition, with their offsets: a second copy of a
+/// record (another offset, same id) is a duplicate; the same record read again after a restart of
+/// the batch (same offset) is not (``KPIStore`` makes re-reading it harmless).
+struct RecentRecords {
+    static let capacity = 200_000
+    private var offsets: [String: Int64] = [:]
+    private var ring: [String] = []
+    private var next = 0
+
+    /// `true` the first time `id` is seen (or for the same offset again), `false` for another copy.
+    mutating func firstSighting(_ id: String, offset: Int64) -> Bool {
+        if let seen = offsets[id] { return seen == offset }
+        if ring.count < Self.capacity {
+            ring.append(id)
+        } else {
+            offsets[ring[next]] = nil
+            ring[next] = id
+            next = (next + 1) % Self.capacity
+        }
+        offsets[id] = offset
+        return true
     }
 }

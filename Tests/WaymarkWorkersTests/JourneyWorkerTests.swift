@@ -58,7 +58,12 @@ struct JourneyWorkerTests {
             #expect(sms.first.map { Array($0.value!) } == expected.jsonBytes())
             let message = jsonObject(sms.first?.value)
             #expect(message["message_id"] as? String == expected.messageID.description)
-            #expect(message["template"] as? String == "cart_reminder_1")
+            // The shipped journey's experiment: the cart's arm (from the stable hash) picks the first reminder's copy.
+            let experiment = try #require(h.engine.journeys.first { $0.name == "abandoned_cart" }?.experiment)
+            let arm = Assignment.arm(in: experiment, customerID: "c-1", key: "k-1")
+            #expect(arm != Experiment.holdoutArm)
+            #expect(message["arm"] as? String == arm)
+            #expect(message["template"] as? String == (arm == "B" ? "cart_reminder_1_offer" : "cart_reminder_1"))
             #expect(message["caused_by"] as? String == "e-1")
             #expect(sms.first?.key.map { String(decoding: $0, as: UTF8.self) } == "c-1")
 

@@ -380,8 +380,15 @@ struct ReceiptsIntoJourneysTests {
             #expect(try await h.eventually { sender.stats.delivered == 3 })
             try await Task.sleep(for: .milliseconds(500))
             let all = try (FileManager.default.contents(atPath: handoffs) ?? Data()).split(separator: 0x0A).map { try ProviderHandoff.decode($0).get() }
-            #expect(all.filter { $0.message.customerID == "c-click" }.map(\.message.template) == ["cart_reminder_1"])
-            #expect(all.filter { $0.message.customerID == "c-quiet" }.map(\.message.template) == ["cart_reminder_1", "cart_reminder_2"])
+            // The shipped journey runs an A/B test of the first reminder's copy: each cart's arm decides its template.
+            let experiment = try #require(h.engine.journeys.first { $0.name == "abandoned_cart" }?.experiment)
+            func firstReminder(_ c: String) throws -> String {
+                let arm = Assignment.arm(in: experiment, customerID: c, key: "k-\(c)")
+                try #require(arm != Experiment.holdoutArm, "test customers are chosen outside the holdout")
+                return arm == "B" ? "cart_reminder_1_offer" : "cart_reminder_1"
+            }
+            #expect(all.filter { $0.message.customerID == "c-click" }.map(\.message.template) == [try firstReminder("c-click")])
+            #expect(all.filter { $0.message.customerID == "c-quiet" }.map(\.message.template) == [try firstReminder("c-quiet"), "cart_reminder_2"])
 
             worker.stop(); scheduler.stop(); sender.stop()
             try await services.value
