@@ -35,6 +35,19 @@ public struct CustomerReport: Sendable, Codable {
         public var wakeAt: Instant?
         public var causedBy: String
         public var context: [String: String]
+        /// Experiment arm (`holdout`, `global_control`); nil when the journey runs no experiment.
+        public var arm: String?
+    }
+
+    /// An open conversion window: the goal reached before `closesAt` converts the instance.
+    public struct ConversionWindow: Sendable, Codable {
+        public var journey: String
+        public var key: String
+        public var arm: String?
+        public var enteredAt: Instant
+        public var closesAt: Instant?
+        /// The message a conversion would be attributed to now.
+        public var lastMessage: String?
     }
 
     public struct Ended: Sendable, Codable { public var journey: String; public var key: String; public var endedAt: Instant }
@@ -114,6 +127,7 @@ public struct CustomerReport: Sendable, Codable {
     /// Latest effective time the engine processed for this customer.
     public var clock: Instant?
     public var instances: [Instance] = []
+    public var conversionWindows: [ConversionWindow] = []
     public var ended: [Ended] = []
     public var caps: [CapUsage] = []
     public var capHistory: [CapEntryView] = []
@@ -166,7 +180,13 @@ public struct CustomerInspector: Sendable {
                 .init(journey: i.journey, version: i.version, key: i.key, stage: i.stage, enteredAt: at(i.enteredAt),
                       stageEnteredAt: at(i.stageEnteredAt), stagesReached: i.stagesReached.map { .init(stage: $0.stage, at: at($0.at)) },
                       step: i.step, wakeAt: i.wakeAt.map(at), causedBy: i.causedBy,
-                      context: Dictionary(i.context.map { ($0.name, $0.value.keyString ?? "\($0.value)") }) { a, _ in a })
+                      context: Dictionary(i.context.map { ($0.name, $0.value.keyString ?? "\($0.value)") }) { a, _ in a },
+                      arm: i.arm.isEmpty ? nil : i.arm)
+            }
+            report.conversionWindows = state.conversions.map { w in
+                // A journey without a goal keeps its window open until the instance ends (no fixed end).
+                .init(journey: w.journey, key: w.key, arm: w.arm.isEmpty ? nil : w.arm, enteredAt: at(w.enteredAt),
+                      closesAt: w.closesAt.milliseconds > Int64.max / 8 ? nil : at(w.closesAt), lastMessage: w.lastMessage?.description)
             }
             report.ended = state.ended.map { .init(journey: $0.journey, key: $0.key, endedAt: at($0.endedAt)) }
             report.capHistory = state.capHistory.map {
@@ -252,13 +272,17 @@ extension CustomerReport {
 
         out.append("\nJourney instances (\(instances.count) active)")
         for i in instances {
-            out.append("  \(i.journey) v\(i.version)\(i.key.isEmpty ? "" : " [\(i.key)]"): stage \(i.stage.isEmpty ? "-" : i.stage)\(i.step.isEmpty ? "" : ", waiting at \(i.step)")")
+            out.append("  \(i.journey) v\(i.version)\(i.key.isEmpty ? "" : " [\(i.key)]"): stage \(i.stage.isEmpty ? "-" : i.stage)\(i.step.isEmpty ? "" : ", waiting at \(i.step)")\(i.arm.map { ", arm \($0)" } ?? "")")
             out.append("    entered       \(t(i.enteredAt))  (caused by \(i.causedBy))")
             let width = max(11, i.stagesReached.map(\.stage.count).max() ?? 0)  // never cut a stage name
             for s in i.stagesReached { out.append("    → \(s.stage.padding(toLength: width, withPad: " ", startingAt: 0)) \(t(s.at))") }
             if let wake = i.wakeAt { out.append("    wakes at      \(t(wake))") }
         }
         for e in ended { out.append("  ended: \(e.journey)\(e.key.isEmpty ? "" : " [\(e.key)]") at \(t(e.endedAt))") }
+        for w in conversionWindows {
+            out.append("  conversion window: \(w.journey)\(w.key.isEmpty ? "" : " [\(w.key)]")\(w.arm.map { " arm \($0)" } ?? "") open since \(t(w.enteredAt))"
+                       + (w.closesAt.map { " until \(t($0))" } ?? " until the instance ends") + (w.lastMessage.map { ", last message \($0)" } ?? ""))
+        }
 
         out.append("\nFrequency caps")
         if caps.isEmpty && capHistory.isEmpty { out.append("  nothing counted") }
