@@ -33,10 +33,16 @@ import WaymarkWire
                          channel: .email, messageID: message.messageID, decidedAt: ts("2026-11-20T18:04:05Z"),
                          skipped: [ChannelRejection(channel: .sms, reason: .suppressedNoConsent, rule: "consent:sms")])
         let obj = try JSONSerialization.jsonObject(with: Data(d.jsonBytes())) as! [String: Any]
-        #expect(obj.keys.sorted() == ["caused_by", "channel", "customer_id", "decided_at", "detail", "expires_at", "instance_key", "journey",
+        #expect(obj.keys.sorted() == ["arm", "caused_by", "channel", "customer_id", "decided_at", "detail", "expires_at", "instance_key", "journey",
                                       "journey_version", "message_id", "priority", "reason", "rule", "send_after", "skipped", "stage", "step"])
         #expect(obj["reason"] as? String == "fallback_channel" && obj["rule"] as? String == "consent:sms")
         #expect((obj["skipped"] as? [[String: String]])?.first?["reason"] == "suppressed_no_consent")
+        #expect(obj["arm"] is NSNull && obj["elapsed_ms"] == nil)
+        // A conversion carries its arm and the time since entry, and reads back the same.
+        var c = d
+        c.reason = .converted; c.rule = "goal:purchase"; c.arm = "B"; c.elapsedMilliseconds = 5_400_000; c.skipped = []
+        let back = try RecordParser().decision(c.jsonBytes()).get()
+        #expect(back == c)
     }
 
     // Every format Waymark writes is read back by its own decoder into the same value.
@@ -72,6 +78,11 @@ import WaymarkWire
     @Test func outboundMessageRoundTrips() throws {
         #expect(try RecordParser().outbound(key: ArraySlice("c-42".utf8), value: ArraySlice(message.jsonBytes())).get() == message)
         #expect(try RecordParser().outbound(message.jsonBytes()).get() == message)
+        // The experiment arm travels with the message (and is absent from messages of journeys without one).
+        var armed = message
+        armed.arm = "holdout"
+        #expect(try RecordParser().outbound(armed.jsonBytes()).get() == armed)
+        #expect(!String(decoding: message.jsonBytes(), as: UTF8.self).contains("\"arm\""))
         #expect(throws: Rejection.self) { try RecordParser().outbound(key: ArraySlice("c-9".utf8), value: ArraySlice(message.jsonBytes())).get() }
     }
 

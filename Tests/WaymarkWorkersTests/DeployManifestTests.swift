@@ -20,7 +20,7 @@ struct DeployManifestTests {
         try #require(FileManager.default.isExecutableFile(atPath: tool), "run make setup (deploy/scripts/setup.sh) first")
         let result = try Self.run(tool, ["--strict", Self.kubernetes])
         #expect(result.status == 0, "\(result.output)")
-        for deployment in ["waymark-journey", "waymark-scheduler", "waymark-sender"] {
+        for deployment in ["waymark-journey", "waymark-scheduler", "waymark-sender", "waymark-receipts", "waymark-kpis"] {
             #expect(result.output.contains("passed for resource deployment/\(deployment)"), "\(result.output)")
         }
         #expect(!result.output.contains("ERROR") && !result.output.contains("failed"), "\(result.output)")
