@@ -114,6 +114,7 @@ public struct JourneyEngine: Sendable {
             run.fireTimers(upTo: eventTime, replay: timing == .replay)
             if timing == .replay { run.advanceClock(to: e.occurredAt) }
             run.base = timing == .live ? eventTime : run.clock
+            run.eventTime = eventTime
             run.state.recentEvents.append(ProcessedEvent(fingerprint: fp, at: run.clock))
             run.handle(e)
         }
@@ -297,6 +298,10 @@ struct Run {
     /// Start of waits and timeouts set now: the event's time (live: clamped to `now`) or the due
     /// time of the timer being fired, so "1 h after the cart was abandoned" holds despite lag.
     var base: Timestamp = Timestamp(milliseconds: 0)
+    /// The time of the event being handled (live: clamped to `now`). Unlike `base` in replay, which
+    /// never goes back, this is the event's own time even when it arrived out of order: conversion
+    /// windows are judged by it.
+    var eventTime: Timestamp = Timestamp(milliseconds: 0)
     var decisions: [Decision] = []
     var messages: [OutboundMessage] = []
     var candidates: [SendCandidate] = []
@@ -718,10 +723,10 @@ struct Run {
     /// event time), or for journeys without a goal until the instance ends.
     mutating func openConversionWindow(_ cj: CompiledJourney, key: String, arm: String) {
         guard cj.def.goal != nil || cj.def.exits.contains(where: \.converted) else { return }
-        let closes = cj.def.goal.map { base.adding($0.window) } ?? Timestamp(milliseconds: Int64.max / 4)
+        let closes = cj.def.goal.map { eventTime.adding($0.window) } ?? Timestamp(milliseconds: Int64.max / 4)
         state.conversions.removeAll { $0.journey == cj.def.name && $0.key == key }
         state.conversions.append(OpenConversion(journey: cj.def.name, version: cj.def.version, key: key, arm: arm,
-                                                enteredAt: base, closesAt: closes))
+                                                enteredAt: eventTime, closesAt: closes))
         if state.conversions.count > OpenConversion.limit { state.conversions.removeFirst(state.conversions.count - OpenConversion.limit) }
     }
 
@@ -730,7 +735,7 @@ struct Run {
     mutating func checkGoal(_ cj: CompiledJourney, _ e: Touchpoint) {
         guard let goal = cj.def.goal, goal.event.type == e.type, eval(goal.event.filter, event: e.attributes, context: nil) else { return }
         let keys = state.conversions.filter { w in
-            guard w.journey == cj.def.name, base >= w.enteredAt, base < w.closesAt else { return false }
+            guard w.journey == cj.def.name, eventTime >= w.enteredAt, eventTime < w.closesAt else { return false }
             if goal.event.sameKey, let k = cj.def.key { return e.attributes[k]?.keyString == w.key }
             return true
         }.map(\.key)
@@ -747,7 +752,7 @@ struct Run {
                                   instanceKey: key.isEmpty ? nil : key, stage: single ? nil : stage,
                                   step: c.lastMessage == nil ? nil : c.lastStep, channel: c.lastChannel, messageID: c.lastMessage,
                                   decidedAt: clock, causedBy: causedBy, arm: c.arm.isEmpty ? nil : c.arm,
-                                  elapsedMilliseconds: max(0, base.milliseconds - c.enteredAt.milliseconds)))
+                                  elapsedMilliseconds: max(0, eventTime.milliseconds - c.enteredAt.milliseconds)))
     }
 
     mutating func bump(_ journey: String, _ stage: String, _ kind: FunnelCounter.Kind) {

@@ -206,7 +206,8 @@ struct AttributionCase: CustomStringConvertible {
         customer = "cust-\(g.next() % 1_000_000)"
         goal = g.chance(0.8)
         linger = g.chance(0.5)
-        cooldown = g.pick([TimeSpan.zero, .zero, .hours(12), .days(1)] + [nil])
+        let cooldowns: [TimeSpan?] = [.zero, .zero, .hours(12), .days(1), nil]
+        cooldown = g.pick(cooldowns)
         let carts = ["k1", "k2", "k3"]
         var raw: [(t: Int64, n: Int, e: Touchpoint)] = []
         var entries: [(cart: String, t: Int64)] = []
@@ -232,27 +233,50 @@ struct AttributionCase: CustomStringConvertible {
 let attributionCases = Gen.uint64(in: 0 ... .max).map { AttributionCase(seed: $0) }
 
 @Suite struct AttributionReferenceTests {
+    enum Mode: CaseIterable { case replayBatch, replayPerEvent, liveWithWakeUps }
+
     /// Runs the engine in replay timing: one call per event (state stored and reloaded between calls) or
-    /// all events in one call; then a final wake at `end`.
-    fileprivate func engineRun(_ c: AttributionCase, perEvent: Bool) -> [Decision] {
+    /// all events in one call; or live, one call per event at its time with the scheduler's wake-ups in
+    /// between (`nextWakeUp`); then a final wake at `end`.
+    fileprivate func engineRun(_ c: AttributionCase, mode: Mode) -> (decisions: [Decision], messages: [OutboundMessage]) {
         let e = makeEngine([cartJourney(goal: c.goal, linger: c.linger, cooldown: c.cooldown)])
         let p = reachable(c.customer)
         var state = CustomerState()
         var ds: [Decision] = []
-        if perEvent {
+        var ms: [OutboundMessage] = []
+        if mode == .liveWithWakeUps {
+            func wakeUps(upTo t: Timestamp) {
+                var guardCount = 0
+                while let w = state.nextWakeUp, w <= t, guardCount < 1000 {
+                    guardCount += 1
+                    let r = e.wake(state, customerID: c.customer, profile: p, now: w)
+                    ds += r.decisions; ms += r.messages; state = r.state
+                }
+            }
+            for ev in c.events {
+                wakeUps(upTo: ev.occurredAt)
+                let r = e.process(state, customerID: c.customer, profile: p, touchpoints: [ev], now: ev.occurredAt)
+                ds += r.decisions; ms += r.messages; state = r.state
+            }
+            wakeUps(upTo: c.end)
+            return (ds, ms)
+        }
+        if mode == .replayPerEvent {
             for ev in c.events {
                 let r = e.process(state, customerID: c.customer, profile: p, touchpoints: [ev], now: ev.occurredAt, timing: .replay)
                 ds += r.decisions
+                ms += r.messages
                 state = try! CustomerState(decoding: r.state.encoded())
             }
         } else {
             let r = e.process(state, customerID: c.customer, profile: p, touchpoints: c.events, now: c.events.last?.occurredAt ?? start,
                               timing: .replay)
             ds += r.decisions
+            ms += r.messages
             state = r.state
         }
-        ds += e.wake(state, customerID: c.customer, profile: p, now: c.end, timing: .replay).decisions
-        return ds
+        let r = e.wake(state, customerID: c.customer, profile: p, now: c.end, timing: .replay)
+        return (ds + r.decisions, ms + r.messages)
     }
 
     @Test func conversionsMatchTheReferenceModel() async {
@@ -260,19 +284,18 @@ let attributionCases = Gen.uint64(in: 0 ... .max).map { AttributionCase(seed: $0
             let model = AttributionModel(customer: c.customer, goal: c.goal, linger: c.linger, cooldown: c.cooldown, experiment: cartExperiment)
             let want = model.run(c.events, until: c.end)
             let stream = c.events.map { "\($0.eventID) \($0.type) \($0.attributes["cart_id"]?.keyString ?? "") @\($0.occurredAt)" }
-            for perEvent in [false, true] {
-                let ds = engineRun(c, perEvent: perEvent)
+            for mode in Mode.allCases {
+                let (ds, ms) = engineRun(c, mode: mode)
                 let got = conversions(ds)
-                #expect(got == want.conversions.sorted(), "perEvent \(perEvent)\nstream:\n\(stream.joined(separator: "\n"))")
+                #expect(got == want.conversions.sorted(), "\(mode)\nstream:\n\(stream.joined(separator: "\n"))")
                 let entries = ds.filter { $0.reason == .journeyEntered }
                     .map { "\($0.instanceKey ?? "")[\($0.arm ?? "")] @\($0.decidedAt)" }
-                #expect(entries == want.entries, "perEvent \(perEvent)")
-                let sends = ds.filter { $0.reason == .sent }.map { d in
-                    "\(d.instanceKey ?? "")[\(d.arm ?? "")] \(d.arm == "B" ? "cart_reminder_b" : "cart_reminder") @\(d.decidedAt)"
-                }
-                #expect(sends == want.sends, "perEvent \(perEvent)")
+                #expect(entries == want.entries, "\(mode)")
+                let sends = ms.map { m in "\(m.variables["cart_id"]?.keyString ?? "")[\(m.arm)] \(m.template) @\(m.createdAt)" }
+                #expect(sends.sorted() == want.sends.sorted(), "\(mode)")
+                #expect(ds.filter { $0.reason == .sent }.count == ms.count)
                 let exits = ds.filter { $0.reason == .journeyConverted }.map { "\($0.instanceKey ?? "") @\($0.decidedAt)" }
-                #expect(exits == want.exits, "perEvent \(perEvent)")
+                #expect(exits == want.exits, "\(mode)")
                 // Every converted decision is well-formed.
                 for d in ds where d.reason == .converted {
                     #expect(d.journey == "cart" && d.journeyVersion == 1 && d.customerID == c.customer)

@@ -136,16 +136,24 @@ import WaymarkEngine
         var state = r.state
         state.counters = []
         #expect(state.deferred.count == 1)
-        // Format 2 ends with: …, rule, hold byte, counters count (0). Format 1 has no hold byte.
+        #expect(state.instances.isEmpty && state.arms.isEmpty && state.conversions.isEmpty)
+        // Format 3 ends with: …, message arm (""), instance key (""), rule, hold byte, counters (0),
+        // arms (0), conversion windows (0). Format 1 has neither the hold byte (format 2) nor the arm
+        // and the two lists (format 3).
+        let rule = Array(state.deferred[0].rule.utf8)
         var v1 = state.encoded()
-        #expect(v1[2] == 2 && v1[v1.count - 2] == DeferredMessage.Hold.quietHours.rawValue && v1.last == 0)
-        v1.remove(at: v1.count - 2)
+        let n = v1.count
+        #expect(v1[2] == 3 && Array(v1[(n - 4 - rule.count)..<(n - 4)]) == rule && v1[n - 4] == DeferredMessage.Hold.quietHours.rawValue
+                && Array(v1.suffix(3)) == [0, 0, 0] && v1[n - 6 - rule.count] == 0 && v1[n - 7 - rule.count] == 0)
+        v1.removeLast(2)
+        v1.remove(at: n - 4)
+        v1.remove(at: n - 7 - rule.count)
         v1[2] = 1
         let decoded = try CustomerState(decoding: v1)
         #expect(decoded == state && decoded.deferred[0].hold == .quietHours)
         #expect(decoded.encoded() == state.encoded())
         var unknownHold = state.encoded()
-        unknownHold[unknownHold.count - 2] = 9
+        unknownHold[n - 4] = 9
         #expect(throws: StateDecodingError.self) { try CustomerState(decoding: unknownHold) }
     }
 }
