@@ -429,11 +429,9 @@ let attributionCases = Gen.uint64(in: 0 ... .max).map { AttributionCase(seed: $0
     }
 
     @Test func lateGoalEventBeforeEntryDoesNotConvertReplay() {
-        // ENGINE BUG (kept failing on purpose, see the report): in replay timing the engine clock never moves
-        // back, and `checkGoal` compares the window with `base` (= the clock, the entry time here), not with the
-        // purchase's own occurred_at. A purchase that happened at 09:00 but comes after the 10:00 entry in
-        // partition order converts the instance (elapsed 0), although the goal doc says it must have happened
-        // (event time) inside the window; live timing (test above) does not convert it.
+        // In replay the clock never moves back: the window must be judged by the purchase's own time
+        // (09:00, before the 10:00 entry that precedes it in partition order), not the clock. (This
+        // test found that bug; live timing, above, never had it.)
         let c = customerWithArm("A")
         let e = makeEngine([cartJourney(exit: false)])
         let entry = start.adding(.hours(10))
