@@ -253,29 +253,29 @@ public struct TemplateStore: Sendable {
                         if s != written { forms.append(s) }
                     }
                     for send in forms {
-                    let (file, line) = positions["\(journey.name)/\(step.id)"] ?? ((journeysDirectory as NSString).appendingPathComponent(journey.name + ".yaml"), 0)
-                    func fail(_ message: String) -> JourneyConfigError {
-                        JourneyConfigError(file: file, line: line, column: 0, message: "journey '\(journey.name)' step '\(step.id)': \(message)")
-                    }
-                    guard let locales = templates[send.template] else {
-                        let known = templates.keys.sorted()
-                        let hint = known.min { editDistance($0, send.template) < editDistance($1, send.template) }.map { " (did you mean '\($0)'?)" } ?? ""
-                        throw fail("template '\(send.template)' is not in the templates directory\(hint)")
-                    }
-                    for channel in send.channels where locales["default"]?[channel] == nil {
-                        throw fail("template '\(send.template)' has nothing for \(channel.rawValue) in default.yaml")
-                    }
-                    guard let passed = send.variables else { continue }
-                    let available = Set(passed.map { name in
-                        name.hasPrefix("profile.") ? String(name.dropFirst(8)) : name.hasPrefix("event.") ? String(name.dropFirst(6)) : name
-                    }).union(["customer_id"])
-                    for (locale, channels) in locales.sorted(by: { $0.key < $1.key }) {
-                        for (channel, content) in channels where send.channels.contains(channel) {
-                            if let missing = content.variables.subtracting(available).sorted().first {
-                                throw fail("template '\(send.template)' (\(locale), \(channel.rawValue)) uses '\(missing)', which the step does not pass (variables: \(passed.joined(separator: ", ")))")
+                        let (file, line) = positions["\(journey.name)/\(step.id)"] ?? ((journeysDirectory as NSString).appendingPathComponent(journey.name + ".yaml"), 0)
+                        func fail(_ message: String) -> JourneyConfigError {
+                            JourneyConfigError(file: file, line: line, column: 0, message: "journey '\(journey.name)' step '\(step.id)': \(message)")
+                        }
+                        guard let locales = templates[send.template] else {
+                            let known = templates.keys.sorted()
+                            let hint = known.min { editDistance($0, send.template) < editDistance($1, send.template) }.map { " (did you mean '\($0)'?)" } ?? ""
+                            throw fail("template '\(send.template)' is not in the templates directory\(hint)")
+                        }
+                        for channel in send.channels where locales["default"]?[channel] == nil {
+                            throw fail("template '\(send.template)' has nothing for \(channel.rawValue) in default.yaml")
+                        }
+                        guard let passed = send.variables else { continue }
+                        let available = Set(passed.map { name in
+                            name.hasPrefix("profile.") ? String(name.dropFirst(8)) : name.hasPrefix("event.") ? String(name.dropFirst(6)) : name
+                        }).union(["customer_id"])
+                        for (locale, channels) in locales.sorted(by: { $0.key < $1.key }) {
+                            for (channel, content) in channels where send.channels.contains(channel) {
+                                if let missing = content.variables.subtracting(available).sorted().first {
+                                    throw fail("template '\(send.template)' (\(locale), \(channel.rawValue)) uses '\(missing)', which the step does not pass (variables: \(passed.joined(separator: ", ")))")
+                                }
                             }
                         }
-                    }
                     }
                 }
             }

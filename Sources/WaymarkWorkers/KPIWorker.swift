@@ -124,15 +124,7 @@ public final class KPIWorker: Service, Sendable {
     }
 
     private func retrying<T>(_ what: String, _ logger: Logger, _ body: () async throws -> T) async throws -> T {
-        var backoff = Duration.milliseconds(50)
-        while true {
-            do { return try await body() } catch {
-                if control.shouldGiveUp || Task.isCancelled { throw error }
-                logger.warning("\(what) failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
-            }
-        }
+        try await retryingWithBackoff(what, logger: logger, giveUp: { control.shouldGiveUp }, body)
     }
 }
 

@@ -83,14 +83,20 @@ public struct OutboxPublisher: Sendable {
 
     /// Runs `body`, retrying with backoff while it throws (Redis briefly unavailable).
     func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
-        var backoff = Duration.milliseconds(50)
-        while true {
-            do { return try await body() } catch {
-                if giveUp() || Task.isCancelled { throw error }
-                logger.warning("\(what) failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
-            }
+        try await retryingWithBackoff(what, logger: logger, giveUp: giveUp, body)
+    }
+}
+
+/// The workers' one retry policy: runs `body` until it succeeds, with backoff from 50 ms doubling to
+/// 5 s and a warning per failure; rethrows once `giveUp()` (a stop past its drain deadline) or on cancellation.
+func retryingWithBackoff<T>(_ what: String, logger: Logger, giveUp: () -> Bool, _ body: () async throws -> T) async throws -> T {
+    var backoff = Duration.milliseconds(50)
+    while true {
+        do { return try await body() } catch {
+            if giveUp() || Task.isCancelled { throw error }
+            logger.warning("\(what) failed; retrying", metadata: ["error": "\(error)"])
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
         }
     }
 }

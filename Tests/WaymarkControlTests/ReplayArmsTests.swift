@@ -29,18 +29,23 @@ struct ReplayArmsTests {
         return try JourneyEngine(journeys: journeys, rules: shipped.rules)
     }
 
-    @Test("shifting weights to arm A moves carts to A with A's copy; the total of reminders stays")
-    func weightsShift() throws {
-        let dayStart: Int64 = 1_795_651_200_000
-        let records = RetailDay(seed: 5, customers: 800, dayStart: dayStart).generate()
+    /// A generated day, parsed as a replay reads history (touchpoints in order, latest profiles).
+    static func day(seed: UInt64, customers: Int, dayStart: Int64) -> (events: [Touchpoint], profiles: [String: CustomerProfile]) {
         let parser = RecordParser(limits: IngestLimits(maxFutureSkew: .days(36_500), maxAge: .zero))
         let far = Timestamp(milliseconds: dayStart + 30 * 86_400_000)
         var profiles: [String: CustomerProfile] = [:]
         var events: [Touchpoint] = []
-        for r in records {
+        for r in RetailDay(seed: seed, customers: customers, dayStart: dayStart).generate() {
             if r.kind == .profile, case .success(let p) = parser.profile(key: ArraySlice(r.key.utf8), value: ArraySlice(r.value)) { profiles[p.customerID] = p }
             if r.kind == .touchpoint, case .success(let t) = parser.touchpoint(key: ArraySlice(r.key.utf8), value: ArraySlice(r.value), now: far) { events.append(t) }
         }
+        return (events, profiles)
+    }
+
+    @Test("shifting weights to arm A moves carts to A with A's copy; the total of reminders stays")
+    func weightsShift() throws {
+        let dayStart: Int64 = 1_795_651_200_000
+        let (events, profiles) = Self.day(seed: 5, customers: 800, dayStart: dayStart)
         let current = try Self.engine(weights: (50, 50), templateB: "cart_reminder_1_offer")
         let proposed = try Self.engine(weights: (90, 10), templateB: "cart_reminder_1_offer")
         // From noon: carts abandoned in the morning were assigned under the current weights.
@@ -61,15 +66,7 @@ struct ReplayArmsTests {
     @Test("changing arm B's template only is reported as template changes in arm B, nothing added or removed")
     func templateOnly() throws {
         let dayStart: Int64 = 1_795_651_200_000
-        let records = RetailDay(seed: 6, customers: 500, dayStart: dayStart).generate()
-        let parser = RecordParser(limits: IngestLimits(maxFutureSkew: .days(36_500), maxAge: .zero))
-        let far = Timestamp(milliseconds: dayStart + 30 * 86_400_000)
-        var profiles: [String: CustomerProfile] = [:]
-        var events: [Touchpoint] = []
-        for r in records {
-            if r.kind == .profile, case .success(let p) = parser.profile(key: ArraySlice(r.key.utf8), value: ArraySlice(r.value)) { profiles[p.customerID] = p }
-            if r.kind == .touchpoint, case .success(let t) = parser.touchpoint(key: ArraySlice(r.key.utf8), value: ArraySlice(r.value), now: far) { events.append(t) }
-        }
+        let (events, profiles) = Self.day(seed: 6, customers: 500, dayStart: dayStart)
         var run = ReplayDryRun(current: try Self.engine(weights: (50, 50), templateB: "cart_reminder_1_offer"),
                                proposed: try Self.engine(weights: (50, 50), templateB: "cart_reminder_2"),
                                from: Timestamp(milliseconds: dayStart), to: Timestamp(milliseconds: dayStart + 4 * 86_400_000))
