@@ -67,6 +67,8 @@ struct Journey: AsyncParsableCommand {
     struct RunResult {
         var consumeCeiling: Double
         var evalshaCeiling: Double
+        /// The broker's produce→consume latency (ms) at the first latency phase's rate, without a worker.
+        var brokerFloor: (p50: Double, p99: Double)?
         var steady: Double
         var includingStart: Double
         /// Rate → (p50, p99, samples).
@@ -133,6 +135,15 @@ struct Journey: AsyncParsableCommand {
         let evalshaCeiling = try await Ceilings.evalshaPipelined(redis, calls: 200_000, depth: 100)
         let emptyMemory = try await RedisFootprint.usedMemory(redis)
         print(String(format: "  ceilings: Kafka consume %.0f records/s, pipelined EVALSHA %.0f calls/s", consumeCeiling, evalshaCeiling))
+        // The broker's own produce→consume latency at the first latency phase's rate: the floor under
+        // every produce→decision figure (a decision needs the touchpoint consumed first).
+        var floor: (p50: Double, p99: Double)?
+        if latencySeconds > 0 {
+            _ = try await admin.createTopics([KafkaTopicSpec(name: "bench.latency-floor", partitions: Int32(partitions))])
+            floor = try await Ceilings.brokerLatency(client: client, producer: producer, topic: "bench.latency-floor",
+                                                     partitions: Int32(partitions), rate: latencyRate, seconds: 3)
+            print(String(format: "  broker floor: produce->consume at %d/s p50 %.0f ms, p99 %.0f ms (no worker)", latencyRate, floor!.p50, floor!.p99))
+        }
 
         // Drain the backlog with the worker processes (one consumer group).
         let pool = (0..<workers).map { index in
@@ -228,7 +239,7 @@ struct Journey: AsyncParsableCommand {
         try? FileManager.default.removeItem(atPath: "bench-results/journey-worker.log")
         try? FileManager.default.copyItem(atPath: worker.logFile.path, toPath: "bench-results/journey-worker.log")
         print("  peak RSS of the worker: \(peakRSS / 1024) MB")
-        return RunResult(consumeCeiling: consumeCeiling, evalshaCeiling: evalshaCeiling, steady: steady, includingStart: throughput,
+        return RunResult(consumeCeiling: consumeCeiling, evalshaCeiling: evalshaCeiling, brokerFloor: floor, steady: steady, includingStart: throughput,
                          latency: latency, peakRSSkB: peakRSS, cpu: cpu, footprint: footprint)
     }
 
@@ -237,20 +248,28 @@ struct Journey: AsyncParsableCommand {
                         worker: ManagedProcess) async throws -> (Double, Double, Int, Int) {
         var producedAt: [String: Int64] = [:]
         var latencies: [Int64] = []
+        var pending: [KafkaPendingDelivery] = []
         var rss = 0
         let begin = ContinuousClock.now
         let chunk = max(rate / 100, 1)
         for offset in stride(from: 0, to: records.count, by: chunk) {
             let slice = records[offset..<min(offset + chunk, records.count)]
             let stamp = Int64(Date().timeIntervalSince1970 * 1000)
-            try await producer.sendAll(slice.map { record in
-                KafkaProducerRecord(topic: topic, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
-            })
             for record in slice { if let id = eventID(record.value) { producedAt[id] = stamp } }
+            // Handed over without waiting for the acknowledgement: waiting paced the producer by the
+            // broker's round trip (a 10 ms slice waited ~40 ms on Tansu), below the rate asked for.
+            pending.append(try await producer.enqueue(slice.map { record in
+                KafkaProducerRecord(topic: topic, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
+            }))
             latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), &producedAt)
             rss = max(rss, peakRSS(worker.pid))
             let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        let achieved = Double(records.count) / (ContinuousClock.now - begin).seconds
+        if achieved < Double(rate) * 0.95 { print(String(format: "  (produced at %.0f/s only: the bench's producer could not keep up)", achieved)) }
+        for delivery in pending {
+            for report in try await delivery.reports() { if let error = report.error { throw error } }
         }
         let tail = ContinuousClock.now + .seconds(3)
         while ContinuousClock.now < tail { latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), &producedAt) }
@@ -279,6 +298,11 @@ struct Journey: AsyncParsableCommand {
         lines.append(line("end-to-end journey incl. start", runs.map(\.includingStart), unit: "records/s"))
         lines.append(line("ratio journey/evalsha ceiling", runs.map { $0.steady / $0.evalshaCeiling }, unit: "", format: "%.2f"))
         lines.append(line("ratio journey/kafka consume ceiling", runs.map { $0.steady / $0.consumeCeiling }, unit: "", format: "%.3f"))
+        let floors = runs.compactMap(\.brokerFloor)
+        if !floors.isEmpty {
+            lines.append(line("p50 broker floor produce->consume at \(latencyRate)/s", floors.map(\.p50), unit: "ms"))
+            lines.append(line("p99 broker floor produce->consume at \(latencyRate)/s", floors.map(\.p99), unit: "ms"))
+        }
         for (index, phase) in (runs.first?.latency ?? []).enumerated() {
             let samples = runs.compactMap { $0.latency.count > index ? $0.latency[index] : nil }
             let rates = samples.map { Double($0.rate) }
@@ -312,6 +336,10 @@ struct Journey: AsyncParsableCommand {
                 Measurement(benchmark: "journey", metric: "state bytes per customer", value: Double(run.footprint.stateBytes) / Double(max(run.footprint.customers, 1)),
                             unit: "B", detail: "\(d), \(run.footprint.customers) customers"),
             ]
+            if let floor = run.brokerFloor {
+                measurements.append(Measurement(benchmark: "journey", metric: "broker floor p50 at \(latencyRate)/s", value: floor.p50, unit: "ms", detail: d))
+                measurements.append(Measurement(benchmark: "journey", metric: "broker floor p99 at \(latencyRate)/s", value: floor.p99, unit: "ms", detail: d))
+            }
             for phase in run.latency {
                 measurements.append(Measurement(benchmark: "journey", metric: "p50 at \(phase.rate)/s", value: phase.p50, unit: "ms", detail: d))
                 measurements.append(Measurement(benchmark: "journey", metric: "p99 at \(phase.rate)/s", value: phase.p99, unit: "ms", detail: d))
@@ -378,6 +406,40 @@ enum Ceilings {
         let elapsed = ContinuousClock.now - (first ?? ContinuousClock.now)
         await consumer.close()
         return (Double(consumed) / max(elapsed.seconds, 0.001), consumed)
+    }
+
+    /// Produce→consume latency (p50, p99 in ms) through the broker alone: `rate` records/s of 200 B
+    /// produced in 10 ms slices (as the latency phases do) for `seconds`, read by a groupless consumer;
+    /// latency from the produce call to the record's arrival in a poll.
+    static func brokerLatency(client: KafkaClientConfiguration, producer: KafkaProducer, topic: String, partitions: Int32,
+                              rate: Int, seconds: Int) async throws -> (p50: Double, p99: Double) {
+        let reader = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
+        try reader.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: $0, offset: KafkaOffset.end) })
+        _ = try await reader.poll(maxRecords: 1, timeout: .milliseconds(500))  // fetch positions settle
+        var latencies: [Int64] = []
+        func collect(_ records: [KafkaConsumerRecord]) {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for record in records { latencies.append(now - record.timestamp) }
+        }
+        let chunk = max(rate / 100, 1), total = rate * seconds
+        let filler = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
+        let begin = ContinuousClock.now
+        for offset in stride(from: 0, to: total, by: chunk) {
+            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+            // Not awaited: the latency phases' producer waits for acknowledgements, which would pace this one.
+            _ = try await producer.enqueue((0..<chunk).map { i in
+                KafkaProducerRecord(topic: topic, key: Array("k\(offset + i)".utf8), value: filler, timestamp: stamp)
+            })
+            collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)))
+            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        let tail = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < tail, latencies.count < total { collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(50))) }
+        await reader.close()
+        latencies.sort()
+        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) }
+        return (pct(0.5), pct(0.99))
     }
 
     /// The script ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE, on 50,000 customers' keys.

@@ -125,6 +125,9 @@ final class DeliveryBatch: @unchecked Sendable {
                 return state.continuation
             }
             continuation?.resume()
+            // Balances the retain taken when the batch was enqueued: librdkafka's callbacks no
+            // longer point into it (it lives on if a caller still holds its pending delivery).
+            Unmanaged.passUnretained(self).release()
         }
     }
 
@@ -149,6 +152,31 @@ private let deliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_k
         index: slot.index, partition: message.pointee.partition,
         offset: message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR ? message.pointee.offset : -1,
         error: message.pointee.err.rawValue)
+}
+
+/// Records handed to the producer (``KafkaProducer/enqueue(_:)``) whose delivery reports are awaited.
+public struct KafkaPendingDelivery: Sendable {
+    let records: [KafkaProducerRecord]
+    /// Keeps the slots librdkafka's opaque pointers point into alive until the last report.
+    let batch: DeliveryBatch?
+    let enqueueError: KafkaError?
+
+    /// Waits for every record's delivery report; one report per record, in enqueue order.
+    /// - Throws: the enqueue time-out, if the local queue stayed full (after every report is in).
+    public func reports() async throws -> [KafkaDeliveryReport] {
+        guard let batch else { return [] }
+        await batch.wait()
+        if let enqueueError { throw enqueueError }
+        var reports: [KafkaDeliveryReport] = []
+        reports.reserveCapacity(records.count)
+        for i in 0..<records.count {
+            let code = batch.errors[i]
+            reports.append(KafkaDeliveryReport(
+                topic: records[i].topic, partition: batch.partitions[i], offset: batch.offsets[i],
+                error: code == 0 ? nil : .rdkafka(rd_kafka_resp_err_t(rawValue: code), "delivery to \(records[i].topic)")))
+        }
+        return reports
+    }
 }
 
 /// An idempotent, batching Kafka producer.
@@ -213,16 +241,31 @@ public final class KafkaProducer: @unchecked Sendable {
     /// - Throws: ``KafkaError/Kind/closed`` after ``close(timeout:)``; ``KafkaError/Kind/timedOut`` if the
     ///   local queue stayed full for `enqueueTimeout` (the records already enqueued still get reports).
     public func send(_ records: [KafkaProducerRecord]) async throws -> [KafkaDeliveryReport] {
+        try await enqueue(records).reports()
+    }
+
+    /// Hands `records` to librdkafka and returns without waiting for the broker: the records are
+    /// in the producer's queue, in this order, when this returns. Several batches may be in flight
+    /// at once; with idempotence on, librdkafka keeps each partition's records in enqueue order.
+    /// Await ``KafkaPendingDelivery/reports()`` for the delivery reports.
+    public func enqueue(_ records: [KafkaProducerRecord]) async throws -> KafkaPendingDelivery {
         guard running.isOn else { throw KafkaError(kind: .closed, message: "producer is closed") }
-        if records.isEmpty { return [] }
+        if records.isEmpty { return KafkaPendingDelivery(records: [], batch: nil, enqueueError: nil) }
         let batch = DeliveryBatch(count: records.count)
-        let retained = Unmanaged.passRetained(batch)  // released below, after the last report
-        defer { retained.release() }
+        _ = Unmanaged.passRetained(batch)  // released after the last report (DeliveryBatch.release)
         var enqueueError: KafkaError?
         var index = 0
         let deadline = ContinuousClock.now + configuration.enqueueTimeout
         while index < records.count {
-            let err = try enqueue(records[index], opaque: UnsafeMutableRawPointer(batch.slots.baseAddress! + index))
+            let err: rd_kafka_resp_err_t
+            do { err = try enqueue(records[index], opaque: UnsafeMutableRawPointer(batch.slots.baseAddress! + index)) } catch {
+                // An invalid topic name: what was enqueued still reports; the rest never will.
+                for rest in index..<records.count {
+                    batch.complete(index: rest, partition: -1, offset: -1, error: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue)
+                }
+                batch.release()
+                throw error
+            }
             if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
                 if ContinuousClock.now > deadline {
                     enqueueError = KafkaError(kind: .timedOut, message: "local producer queue full for \(configuration.enqueueTimeout)")
@@ -242,17 +285,7 @@ public final class KafkaProducer: @unchecked Sendable {
             }
         }
         batch.release()
-        await batch.wait()
-        if let enqueueError { throw enqueueError }
-        var reports: [KafkaDeliveryReport] = []
-        reports.reserveCapacity(records.count)
-        for i in 0..<records.count {
-            let code = batch.errors[i]
-            reports.append(KafkaDeliveryReport(
-                topic: records[i].topic, partition: batch.partitions[i], offset: batch.offsets[i],
-                error: code == 0 ? nil : .rdkafka(rd_kafka_resp_err_t(rawValue: code), "delivery to \(records[i].topic)")))
-        }
-        return reports
+        return KafkaPendingDelivery(records: records, batch: batch, enqueueError: enqueueError)
     }
 
     /// Like ``send(_:)``, but throws the first delivery error (for callers that need all-or-retry).
