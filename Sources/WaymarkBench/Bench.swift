@@ -211,3 +211,38 @@ func loadSettingsAndCreateTopics(_ configFile: URL) async throws -> (WaymarkSett
 var siblingWaymarkBinary: String {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("waymark").path
 }
+
+/// The benches' fixed-rate producer loop: `0..<total` in slices of `rate / 100` (100 slices a second),
+/// each handed to `body` on time. Records are handed over without waiting for the broker's
+/// acknowledgement (``KafkaProducer/enqueue(_:)``): waiting per slice paced the loop by the broker's
+/// round trip, below the rate asked for (a 10 ms slice waited ~40 ms on Tansu).
+enum Paced {
+    /// Runs the loop; returns the rate achieved (records/s).
+    static func run(total: Int, rate: Int, _ body: (Range<Int>) async throws -> Void) async throws -> Double {
+        let chunk = max(rate / 100, 1)
+        let begin = ContinuousClock.now
+        for offset in stride(from: 0, to: total, by: chunk) {
+            try await body(offset..<min(offset + chunk, total))
+            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+        return Double(total) / max((ContinuousClock.now - begin).seconds, 0.001)
+    }
+
+    /// Says so when the loop fell more than 5 % behind `rate`.
+    static func warnIfBehind(_ achieved: Double, rate: Int) {
+        if achieved < Double(rate) * 0.95 { print(String(format: "  (produced at %.0f/s only: the bench's producer could not keep up)", achieved)) }
+    }
+
+    /// Throws the first delivery error of the slices handed over.
+    static func checkDelivered(_ pending: [KafkaPendingDelivery]) async throws {
+        for delivery in pending {
+            for report in try await delivery.reports() { if let error = report.error { throw error } }
+        }
+    }
+}
+
+/// The `p` quantile (0…1) of ascending `sorted` values; NaN when empty.
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}

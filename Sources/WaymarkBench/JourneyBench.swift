@@ -142,7 +142,7 @@ struct Journey: AsyncParsableCommand {
             _ = try await admin.createTopics([KafkaTopicSpec(name: "bench.latency-floor", partitions: Int32(partitions))])
             floor = try await Ceilings.brokerLatency(client: client, producer: producer, topic: "bench.latency-floor",
                                                      partitions: Int32(partitions), rate: latencyRate, seconds: 3)
-            print(String(format: "  broker floor: produce->consume at %d/s p50 %.0f ms, p99 %.0f ms (no worker)", latencyRate, floor!.p50, floor!.p99))
+            if let floor { print(String(format: "  broker floor: produce->consume at %d/s p50 %.0f ms, p99 %.0f ms (no worker)", latencyRate, floor.p50, floor.p99)) }
         }
 
         // Drain the backlog with the worker processes (one consumer group).
@@ -250,32 +250,22 @@ struct Journey: AsyncParsableCommand {
         var latencies: [Int64] = []
         var pending: [KafkaPendingDelivery] = []
         var rss = 0
-        let begin = ContinuousClock.now
-        let chunk = max(rate / 100, 1)
-        for offset in stride(from: 0, to: records.count, by: chunk) {
-            let slice = records[offset..<min(offset + chunk, records.count)]
+        let achieved = try await Paced.run(total: records.count, rate: rate) { range in
+            let slice = records[range]
             let stamp = Int64(Date().timeIntervalSince1970 * 1000)
             for record in slice { if let id = eventID(record.value) { producedAt[id] = stamp } }
-            // Handed over without waiting for the acknowledgement: waiting paced the producer by the
-            // broker's round trip (a 10 ms slice waited ~40 ms on Tansu), below the rate asked for.
             pending.append(try await producer.enqueue(slice.map { record in
                 KafkaProducerRecord(topic: topic, key: Array(record.key.utf8), value: record.value, timestamp: stamp)
             }))
             latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)), &producedAt)
             rss = max(rss, peakRSS(worker.pid))
-            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
-            if ContinuousClock.now < due { try await Task.sleep(until: due) }
         }
-        let achieved = Double(records.count) / (ContinuousClock.now - begin).seconds
-        if achieved < Double(rate) * 0.95 { print(String(format: "  (produced at %.0f/s only: the bench's producer could not keep up)", achieved)) }
-        for delivery in pending {
-            for report in try await delivery.reports() { if let error = report.error { throw error } }
-        }
+        Paced.warnIfBehind(achieved, rate: rate)
+        try await Paced.checkDelivered(pending)
         let tail = ContinuousClock.now + .seconds(3)
         while ContinuousClock.now < tail { latencies += collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(100)), &producedAt) }
-        latencies.sort()
-        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) }
-        return (pct(0.5), pct(0.99), latencies.count, rss)
+        let sorted = latencies.map(Double.init).sorted()
+        return (percentile(sorted, 0.5), percentile(sorted, 0.99), latencies.count, rss)
     }
 
     /// Prints the headline lines (stable form, one figure each) and appends the measurements.
@@ -416,30 +406,28 @@ enum Ceilings {
         let reader = try KafkaConsumer(configuration: .init(client: client, groupID: nil))
         try reader.assign((0..<partitions).map { KafkaTopicPartitionOffset(topic: topic, partition: $0, offset: KafkaOffset.end) })
         _ = try await reader.poll(maxRecords: 1, timeout: .milliseconds(500))  // fetch positions settle
-        var latencies: [Int64] = []
+        var latencies: [Double] = []
         func collect(_ records: [KafkaConsumerRecord]) {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            for record in records { latencies.append(now - record.timestamp) }
+            for record in records { latencies.append(Double(now - record.timestamp)) }
         }
-        let chunk = max(rate / 100, 1), total = rate * seconds
+        let total = rate * seconds
         let filler = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
-        let begin = ContinuousClock.now
-        for offset in stride(from: 0, to: total, by: chunk) {
+        var pending: [KafkaPendingDelivery] = []
+        let achieved = try await Paced.run(total: total, rate: rate) { range in
             let stamp = Int64(Date().timeIntervalSince1970 * 1000)
-            // Not awaited: the latency phases' producer waits for acknowledgements, which would pace this one.
-            _ = try await producer.enqueue((0..<chunk).map { i in
-                KafkaProducerRecord(topic: topic, key: Array("k\(offset + i)".utf8), value: filler, timestamp: stamp)
-            })
+            pending.append(try await producer.enqueue(range.map { i in
+                KafkaProducerRecord(topic: topic, key: Array("k\(i)".utf8), value: filler, timestamp: stamp)
+            }))
             collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(0)))
-            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(rate) * 1000))
-            if ContinuousClock.now < due { try await Task.sleep(until: due) }
         }
+        Paced.warnIfBehind(achieved, rate: rate)
+        try await Paced.checkDelivered(pending)
         let tail = ContinuousClock.now + .seconds(2)
         while ContinuousClock.now < tail, latencies.count < total { collect(try await reader.poll(maxRecords: 10_000, timeout: .milliseconds(50))) }
         await reader.close()
         latencies.sort()
-        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) }
-        return (pct(0.5), pct(0.99))
+        return (percentile(latencies, 0.5), percentile(latencies, 0.99))
     }
 
     /// The script ENVIRONMENT.md measured: HINCRBY + ZADD + 2×EXPIRE, on 50,000 customers' keys.

@@ -216,18 +216,16 @@ struct Pipeline: AsyncParsableCommand {
 
         // Produce at the fixed rate, 100 slices a second.
         let total = latencyRate * latencySeconds
-        let chunk = max(latencyRate / 100, 1)
         var producedAt: [String: ContinuousClock.Instant] = [:]
         producedAt.reserveCapacity(total)
-        let begin = ContinuousClock.now
-        for offset in stride(from: 0, to: total, by: chunk) {
-            let indices = offset..<min(offset + chunk, total)
+        var pending: [KafkaPendingDelivery] = []
+        let achieved = try await Paced.run(total: total, rate: latencyRate) { indices in
             let stamp = ContinuousClock.now
-            try await producer.sendAll(indices.map(purchase))
+            pending.append(try await producer.enqueue(indices.map(purchase)))
             for index in indices { producedAt["lat-\(index)"] = stamp }
-            let due = begin + .milliseconds(Int64(Double(offset + chunk) / Double(latencyRate) * 1000))
-            if ContinuousClock.now < due { try await Task.sleep(until: due) }
         }
+        Paced.warnIfBehind(achieved, rate: latencyRate)
+        try await Paced.checkDelivered(pending)
         // The first provider request caused by each purchase.
         var firstCall: [String: ContinuousClock.Instant] = [:]
         let deadline = ContinuousClock.now + .seconds(60)
@@ -242,8 +240,7 @@ struct Pipeline: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(200))
         }
         let latencies = firstCall.map { cause, at in (at - producedAt[cause]!).seconds * 1000 }.sorted()
-        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        return (pct(0.5), pct(0.99), latencies.count, total)
+        return (percentile(latencies, 0.5), percentile(latencies, 0.99), latencies.count, total)
     }
 
     /// Settings for a case: 6 partitions, batches of 10k, the sender unthrottled at --concurrency, with
