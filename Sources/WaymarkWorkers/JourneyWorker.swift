@@ -14,8 +14,9 @@ import WaymarkState
 ///
 /// 1. poll up to `worker.max_batch` records;
 /// 2. process them (``JourneyBatchProcessor``): state and outbox committed atomically in Redis;
-/// 3. publish outbox entries and dead letters, wait for Kafka's acknowledgements, clear the outbox;
-/// 4. commit the input offsets.
+/// 3. hand outbox entries and dead letters to the producer at once, and go on with the next batch;
+/// 4. meanwhile a stage per batch waits for Kafka's acknowledgements, clears the outbox entries
+///    and commits the input offsets, in batch order (``InFlightWork``).
 ///
 /// A crash anywhere replays the batch from the last committed offsets: event-id deduplication
 /// in the state makes the replay a no-op, and outbox entries written before the crash are
@@ -87,16 +88,21 @@ public final class JourneyWorker: Service, Sendable {
         logger.info("journey worker running", metadata: ["kafka.group": "\(settings.kafka.journeyGroup)"])
         defer { readiness.withLock { $0 = false } }
 
-        // Two-stage pipeline: while batch N is published and its offsets committed, batch N+1 is
-        // polled and processed. Processing stays sequential (N+1 reads the state N committed), offset
-        // commits stay in order, and a revocation waits for the in-flight stage (see InFlightWork).
+        // Pipeline: batch N's records are handed to the producer as soon as its state is committed,
+        // and batch N+1 is polled and processed while they are on their way. A stage per batch
+        // then waits for its acknowledgements, clears its outbox entries and, after the stage
+        // before it, commits its offsets: processing stays sequential (N+1 reads the state N
+        // committed), offsets are committed in order and never past a batch not yet published,
+        // and a revocation waits for every stage (see InFlightWork). Stages in flight are bounded
+        // in number and in records, so a slow broker slows intake instead of growing memory.
         let fence = Fence(connection: connection, keys: environment.keys)
         var eventTimeRead: [KafkaTopicPartition: Int64] = [:]
+        let recordsInFlight = 2 * settings.worker.maxBatch
         while !control.isStopping {
             var polled = try await consumer.poll(maxRecords: settings.worker.maxBatch,
                                                  timeout: .milliseconds(settings.worker.pollTimeoutMilliseconds))
             if polled.isEmpty { continue }
-            // A replay rebuild is re-deriving state: hold this batch, stay in the group, wait. The
+        // A replay rebuild is re-deriving state: hold this batch, stay in the group, wait. The
             // fence fails closed: while it cannot be read (Redis away), nothing is written either.
             if let holder = try await publisher.retrying("read the rebuild fence", { try await fence.current() }) {
                 await inFlight.finish()
@@ -124,26 +130,28 @@ public final class JourneyWorker: Service, Sendable {
                  eventTime: lagging.keys.contains(next.topicPartition) ? eventTimeRead[next.topicPartition] : nil)
             }
             try await publisher.retrying("report watermarks") { try await store.reportWatermarks(report, wallNow: WallClock.now().milliseconds) }
+            let submission = await publisher.submit(output)
             let processed = ContinuousClock.now
-            await inFlight.finish()
+            await inFlight.makeRoom(depth: Self.publishDepth, records: submission.count, limit: recordsInFlight)
             let waited = ContinuousClock.now
             lagGauge.record(Self.lag(consumer, batch))
             logger.debug("batch processed", metadata: [
                 "batch.records": "\(batch.count)", "batch.customers": "\(output.stats.customers)",
-                "batch.process_ms": "\((processed - started).milliseconds)", "batch.wait_previous_ms": "\((waited - processed).milliseconds)",
+                "batch.process_ms": "\((processed - started).milliseconds)", "batch.wait_room_ms": "\((waited - processed).milliseconds)",
                 "batch.parse_ms": "\(output.stats.parseMilliseconds)", "batch.profiles_ms": "\(output.stats.profileMilliseconds)",
                 "batch.load_ms": "\(output.stats.loadMilliseconds)", "batch.engine_ms": "\(output.stats.engineMilliseconds)",
                 "batch.commit_ms": "\(output.stats.commitMilliseconds)", "batch.state_bytes": "\(output.stats.stateBytes)",
-                "batch.outbox_bytes": "\(output.stats.outboxBytes)",
+                "batch.outbox_bytes": "\(output.stats.outboxBytes)", "batch.stages_in_flight": "\(inFlight.count)",
             ])
-            inFlight.start { [self] in
-                let publishStart = ContinuousClock.now
-                try await publisher.publish(output)
+            inFlight.start(records: submission.count) { [self] previous in
+                try await publisher.finish(submission)
                 let published = ContinuousClock.now
+                // Offsets in order: never committed past an earlier batch that has not (or could not) finish.
+                try await previous?.value
                 await commit(consumer, batch, logger: logger)
                 logger.debug("batch published", metadata: [
-                    "batch.publish_ms": "\((published - publishStart).milliseconds)",
-                    "batch.commit_ms": "\((ContinuousClock.now - published).milliseconds)",
+                    "batch.publish_ms": "\((published - processed).milliseconds)",
+                    "batch.offsets_ms": "\((ContinuousClock.now - published).milliseconds)",
                 ])
                 totals.withLock { $0.add(output.stats) }
                 record(output.stats, records: batch.count, elapsed: ContinuousClock.now - started)
@@ -159,6 +167,9 @@ public final class JourneyWorker: Service, Sendable {
 
     /// Commits the next offsets of `batch`. A failure after a rebalance is harmless (the new owner
     /// reprocesses from the last commit, and replays are no-ops), so it is logged, not retried forever.
+    /// Batches whose publishing may be in flight at once.
+    static let publishDepth = 16
+
     private func commit(_ consumer: KafkaConsumer, _ batch: [KafkaConsumerRecord], logger: Logger) async {
         let offsets = Self.nextOffsets(batch)
         for attempt in 1...5 {
@@ -218,22 +229,56 @@ public final class JourneyWorker: Service, Sendable {
     }
 }
 
-/// The publish-and-commit stage in flight. A revocation waits for it, so offsets of revoked
-/// partitions are committed (or the work finished) before another worker takes them over.
+/// The publish-and-commit stages in flight, oldest first. A revocation waits for all of them, so
+/// offsets of revoked partitions are committed (or the work finished) before another worker takes
+/// them over. Rebalance callbacks run inside `poll`, and the worker polls only between batches, so
+/// no batch is being processed while a revocation waits.
 final class InFlightWork: KafkaRebalanceListener, Sendable {
-    private let current = Mutex<Task<Void, any Error>?>(nil)
+    typealias Stage = Task<Void, any Error>
+    private struct State {
+        var stages: [(id: UInt64, task: Stage, records: Int)] = []
+        var last: Stage?
+        var nextID: UInt64 = 0
+        var records: Int { stages.reduce(0) { $0 + $1.records } }
+    }
+    private let state = Mutex(State())
 
-    func start(_ work: @escaping @Sendable () async throws -> Void) {
-        current.withLock { $0 = Task { try await work() } }
+    /// Stages in flight now.
+    var count: Int { state.withLock { $0.stages.count } }
+
+    /// Starts a stage holding `records` records; `work` gets the stage started before it (to
+    /// await before committing offsets). The stage leaves the set when it ends, failed or not.
+    func start(records: Int, _ work: @escaping @Sendable (_ previous: Stage?) async throws -> Void) {
+        state.withLock { state in
+            let id = state.nextID
+            state.nextID += 1
+            let previous = state.last
+            // Created under the lock, so the stage's own removal (which takes it) comes after the insertion.
+            let task = Task { [self] in
+                defer { self.state.withLock { $0.stages.removeAll { $0.id == id } } }
+                try await work(previous)
+            }
+            state.stages.append((id, task, records))
+            state.last = task
+        }
     }
 
-    /// Waits for the stage in flight, if any.
-    func finish() async {
-        let task = current.withLock { task in
-            defer { task = nil }
-            return task
+    /// Waits, oldest stage first, until fewer than `depth` stages are in flight and `records` more
+    /// records fit under `limit` (always true once nothing is in flight).
+    func makeRoom(depth: Int, records: Int, limit: Int) async {
+        while let oldest = state.withLock({ state -> Stage? in
+            if state.stages.isEmpty || (state.stages.count < depth && state.records + records <= limit) { return nil }
+            return state.stages[0].task
+        }) {
+            _ = try? await oldest.value
         }
-        _ = try? await task?.value
+    }
+
+    /// Waits for every stage in flight.
+    func finish() async {
+        while let oldest = state.withLock({ $0.stages.first?.task }) {
+            _ = try? await oldest.value
+        }
     }
 
     func partitionsAssigned(_ partitions: [KafkaTopicPartition]) async {}
@@ -242,4 +287,3 @@ final class InFlightWork: KafkaRebalanceListener, Sendable {
         await finish()
     }
 }
-

@@ -28,7 +28,15 @@ public struct OutboxPublisher: Sendable {
 
     /// Publishes `output`'s records; returns once all are acknowledged and the outbox is cleared.
     public func publish(_ output: BatchOutput) async throws {
+        try await finish(await submit(output))
+    }
+
+    /// Hands `output`'s records to the producer now (in this order, behind every earlier
+    /// submission) without waiting for the broker; ``finish(_:)`` waits for the acknowledgements.
+    /// Lets the next batch be processed while this one's records are on their way.
+    public func submit(_ output: BatchOutput) async -> PublishSubmission {
         var records: [KafkaProducerRecord] = output.deadLetters
+        records.reserveCapacity(output.outbox.reduce(output.deadLetters.count) { $0 + $1.records.count })
         for item in output.outbox {
             for entry in item.records {
                 // The stable id lets consumers drop the copy a crash recovery may publish again.
@@ -36,19 +44,34 @@ public struct OutboxPublisher: Sendable {
                                                    headers: [KafkaHeader(name: recordIDHeader, string: entry.id)]))
             }
         }
-        try await publishAll(records)
-        let acknowledgements = output.outbox.map { (customer: $0.customer, ids: $0.entries) }
-        try await retrying("outbox acknowledge") { try await store.acknowledge(acknowledgements) }
+        // A closed producer throws here; finish() then retries like any other failure.
+        let pending = try? await producer.enqueue(records)
+        return PublishSubmission(records: records, pending: pending,
+                                 acknowledgements: output.outbox.map { (customer: $0.customer, ids: $0.entries) })
+    }
+
+    /// Waits until every record of `submission` is acknowledged (re-sending failed ones with
+    /// backoff), then removes its entries from the Redis outbox.
+    public func finish(_ submission: PublishSubmission) async throws {
+        try await publishAll(submission.records, first: submission.pending)
+        try await retrying("outbox acknowledge") { try await store.acknowledge(submission.acknowledgements) }
     }
 
     /// Produces `records`, re-sending the failed ones with backoff until all are acknowledged.
-    func publishAll(_ records: [KafkaProducerRecord]) async throws {
+    /// `first`, if given, is the enqueue of `records` already made: its reports are awaited first.
+    func publishAll(_ records: [KafkaProducerRecord], first: KafkaPendingDelivery? = nil) async throws {
         var pending = records
+        var enqueued = first
         var backoff = Duration.milliseconds(50)
         while !pending.isEmpty {
             let reports: [KafkaDeliveryReport]
             do {
-                reports = try await producer.send(pending)
+                if let already = enqueued {
+                    enqueued = nil
+                    reports = try await already.reports()
+                } else {
+                    reports = try await producer.send(pending)
+                }
             } catch {
                 if giveUp() || Task.isCancelled { throw error }
                 logger.warning("publish failed; retrying", metadata: ["error": "\(error)", "records": "\(pending.count)"])
@@ -85,6 +108,16 @@ public struct OutboxPublisher: Sendable {
     func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
         try await retryingWithBackoff(what, logger: logger, giveUp: giveUp, body)
     }
+}
+
+/// Records handed to the producer by ``OutboxPublisher/submit(_:)``, and the outbox entries to
+/// clear once the broker has them all.
+public struct PublishSubmission: Sendable {
+    let records: [KafkaProducerRecord]
+    let pending: KafkaPendingDelivery?
+    let acknowledgements: [(customer: String, ids: [String])]
+    /// Records in this submission (dead letters included).
+    public var count: Int { records.count }
 }
 
 /// The workers' one retry policy: runs `body` until it succeeds, with backoff from 50 ms doubling to
