@@ -48,7 +48,9 @@ final class SlowProvider: MessageProvider {
             s.calls.append(Call(id: request.idempotencyKey, cause: request.message.causedBy, started: .now, ended: nil))
             return s.calls.count - 1
         }
-        try? await Task.sleep(for: .milliseconds(100))
+        // Long enough that the test's second wave (produced just after the first call starts) is
+        // polled while the first wave runs, also on a loaded CI box (100 ms lost that race once).
+        try? await Task.sleep(for: .milliseconds(500))
         state.withLock { s in
             s.inFlight -= 1
             s.calls[index].ended = .now
@@ -213,7 +215,7 @@ struct SenderWorkerTests {
         let slow = SlowProvider()
         try await withSender(yaml: "sender:\n  concurrency: 4\n  rate_per_second: 100000\n  burst: 100000\n", provider: slow) { h, _, _, sender in
             try await h.produce("outbound.sms", (1...12).map { (key: "c-1", value: Self.message($0).jsonBytes()) })
-            // The second wave arrives while the first batch's calls (3 rounds of 100 ms) are running.
+            // The second wave arrives while the first batch's calls (3 rounds of 500 ms) are running.
             #expect(try await h.eventually { !slow.calls.isEmpty })
             try await Task.sleep(for: .milliseconds(30))
             try await h.produce("outbound.sms", (101...112).map { (key: "c-1", value: Self.message($0).jsonBytes()) })
