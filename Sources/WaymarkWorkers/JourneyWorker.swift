@@ -266,17 +266,17 @@ final class InFlightWork: KafkaRebalanceListener, Sendable {
     /// Waits, oldest stage first, until fewer than `depth` stages are in flight and `records` more
     /// records fit under `limit` (always true once nothing is in flight).
     func makeRoom(depth: Int, records: Int, limit: Int) async {
-        while let oldest = state.withLock({ state -> Stage? in
-            if state.stages.isEmpty || (state.stages.count < depth && state.records + records <= limit) { return nil }
-            return state.stages[0].task
-        }) {
-            _ = try? await oldest.value
-        }
+        await awaitOldest { $0.stages.count < depth && $0.records + records <= limit }
     }
 
     /// Waits for every stage in flight.
     func finish() async {
-        while let oldest = state.withLock({ $0.stages.first?.task }) {
+        await awaitOldest { _ in false }
+    }
+
+    /// Awaits the oldest stage, failed or not, until none is left or `enough` holds.
+    private func awaitOldest(until enough: (State) -> Bool) async {
+        while let oldest = state.withLock({ $0.stages.isEmpty || enough($0) ? nil : $0.stages[0].task }) {
             _ = try? await oldest.value
         }
     }

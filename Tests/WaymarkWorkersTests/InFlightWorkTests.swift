@@ -28,16 +28,21 @@ struct InFlightWorkTests {
         }
     }
 
+    /// Starts `count` stages of `records` records each (stage `failing` throws); returns their gates.
+    static func startStages(_ count: Int, on work: InFlightWork, records: Int = 1, failing: Int? = nil,
+                            log: Log) -> [AsyncStream<Void>.Continuation] {
+        (0..<count).map { i in
+            let (stream, continuation) = AsyncStream<Void>.makeStream()
+            work.start(records: records, stage(i, gate: stream, fails: i == failing, log: log))
+            return continuation
+        }
+    }
+
     @Test("commits in batch order although later stages are acknowledged first")
     func ordered() async {
         let work = InFlightWork()
         let log = Log()
-        var gates: [AsyncStream<Void>.Continuation] = []
-        for i in 0..<5 {
-            let (stream, continuation) = AsyncStream<Void>.makeStream()
-            gates.append(continuation)
-            work.start(records: 1, Self.stage(i, gate: stream, log: log))
-        }
+        let gates = Self.startStages(5, on: work, log: log)
         #expect(work.count == 5)
         for gate in gates.reversed() { gate.finish() }
         await work.finish()
@@ -49,12 +54,7 @@ struct InFlightWorkTests {
     func failureStopsLaterCommits() async {
         let work = InFlightWork()
         let log = Log()
-        var gates: [AsyncStream<Void>.Continuation] = []
-        for i in 0..<5 {
-            let (stream, continuation) = AsyncStream<Void>.makeStream()
-            gates.append(continuation)
-            work.start(records: 1, Self.stage(i, gate: stream, fails: i == 2, log: log))
-        }
+        let gates = Self.startStages(5, on: work, failing: 2, log: log)
         for gate in gates { gate.finish() }
         await work.finish()
         #expect(log.all == [0, 1])
@@ -65,12 +65,7 @@ struct InFlightWorkTests {
     func backPressure() async {
         let work = InFlightWork()
         let log = Log()
-        var gates: [AsyncStream<Void>.Continuation] = []
-        for i in 0..<2 {
-            let (stream, continuation) = AsyncStream<Void>.makeStream()
-            gates.append(continuation)
-            work.start(records: 10, Self.stage(i, gate: stream, log: log))
-        }
+        let gates = Self.startStages(2, on: work, records: 10, log: log)
         // Depth 2 reached: returns only once stage 0 has ended.
         let byDepth = Task { await work.makeRoom(depth: 2, records: 1, limit: 100); return log.all }
         gates[0].finish()
